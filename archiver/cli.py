@@ -10,9 +10,7 @@ import json
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -38,9 +36,7 @@ def _internal_error(exc: BaseException) -> NoReturn:
     with open(fd, "w", encoding="utf-8") as f:
         f.write(f"{SOFTWARE}\n")
         traceback.print_exception(exc, file=f)
-    click.echo(
-        f"error: internal error ({type(exc).__name__}: {exc}); details in {path}; please report it", err=True
-    )
+    click.echo(f"error: internal error ({type(exc).__name__}: {exc}); details in {path}; please report it", err=True)
     sys.exit(70)  # EX_SOFTWARE
 
 
@@ -81,9 +77,7 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext)
 
 
-@click.group(
-    cls=ArchiverGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
-)
+@click.group(cls=ArchiverGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="archiver")
 @click.option("--root", envvar="ARCHIVER_ROOT", help="Storage root (default ./storage).", metavar="DIR")
 @click.option(
@@ -93,13 +87,9 @@ pass_app = click.make_pass_decorator(AppContext)
     metavar="URL",
 )
 @click.option("--collector", envvar="ARCHIVER_COLLECTOR", help="Who collects, as recorded in custody events.")
-@click.option(
-    "--proxy", envvar="ARCHIVER_PROXY", help="Proxy for all traffic (http://, socks5h://).", metavar="URL"
-)
+@click.option("--proxy", envvar="ARCHIVER_PROXY", help="Proxy for all traffic (http://, socks5h://).", metavar="URL")
 @click.pass_context
-def cli(
-    ctx: click.Context, root: str | None, db: str | None, collector: str | None, proxy: str | None
-) -> None:
+def cli(ctx: click.Context, root: str | None, db: str | None, collector: str | None, proxy: str | None) -> None:
     """Preserve cited online evidence with a verifiable chain of custody.
 
     \b
@@ -111,7 +101,7 @@ def cli(
     ctx.obj = AppContext(root, db, collector, proxy)
 
 
-# -- init / status ----------------------------------------------------------------------------------------------
+# -- init / status -------------------------------------------------------------------------------------------
 
 
 @cli.command()
@@ -131,9 +121,7 @@ def init(app: AppContext, as_json: bool) -> None:
     click.echo(f"archive root: {report.root}")
     click.echo(f"catalogue:    {report.db_url}")
     click.echo(f"signing key:  {report.key_id}")
-    click.echo(
-        "created: " + ", ".join(report.created) if report.created else "already initialised; nothing to do"
-    )
+    click.echo("created: " + ", ".join(report.created) if report.created else "already initialised; nothing to do")
 
 
 @cli.command()
@@ -155,12 +143,10 @@ def status(app: AppContext, as_json: bool) -> None:
     click.echo(f"incidents: {counts['incidents']}")
     click.echo("sources:   " + ", ".join(f"{k} {v}" for k, v in counts["sources"].items()))
     caps = counts["captures"]
-    click.echo(
-        "captures:  " + (", ".join(f"{k} {v}" for k, v in sorted(caps.items())) if caps else "none yet")
-    )
+    click.echo("captures:  " + (", ".join(f"{k} {v}" for k, v in sorted(caps.items())) if caps else "none yet"))
 
 
-# -- manifests --------------------------------------------------------------------------------------------------
+# -- manifests -----------------------------------------------------------------------------------------------
 
 
 @cli.group()
@@ -192,9 +178,7 @@ def manifest_validate(paths: tuple[str, ...], as_json: bool) -> None:
         _emit_json(
             {
                 "incidents": [i.id for i in incidents],
-                "errors": [
-                    {"file": e.path, "line": e.line, "field": e.field, "problem": e.problem} for e in errors
-                ],
+                "errors": [{"file": e.path, "line": e.line, "field": e.field, "problem": e.problem} for e in errors],
             }
         )
     else:
@@ -234,7 +218,7 @@ def manifest_load(app: AppContext, paths: tuple[str, ...], as_json: bool) -> Non
         sys.exit(2)
 
 
-# -- incidents and sources --------------------------------------------------------------------------------------
+# -- incidents and sources -----------------------------------------------------------------------------------
 
 
 @cli.group()
@@ -385,9 +369,7 @@ def source_add(
     """
     from archiver.urls import normalise
 
-    req = SourceRequest(
-        url=normalise(url), kind=kind, cited_as=cited_as, note=note, follow_citations=follow_citations
-    )
+    req = SourceRequest(url=normalise(url), kind=kind, cited_as=cited_as, note=note, follow_citations=follow_citations)
     with app.archive().store() as store:
         src, added = store.add_source(incident_id, req)
         data = {**_source_dict(src), "added": added}
@@ -397,7 +379,7 @@ def source_add(
         click.echo(f"{'added' if added else 'already known'}: source #{src.id} {src.url} ({src.status})")
 
 
-# -- custody ----------------------------------------------------------------------------------------------------
+# -- custody -------------------------------------------------------------------------------------------------
 
 
 @cli.group("custody")
@@ -469,6 +451,119 @@ def custody_check(app: AppContext, as_json: bool) -> None:
             click.echo(f"  {p}", err=True)
     if not report.ok:
         sys.exit(1)
+
+
+# -- capture ------------------------------------------------------------------------------------------------------
+
+
+def _progress(as_json: bool) -> tuple[Any, Any]:
+    """A rich progress bar on a terminal; nothing when piped, under cron or with --json."""
+    if as_json or not sys.stderr.isatty():
+        return None, None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task("capturing", total=0)
+
+    def on(kind: str, data: Any) -> None:
+        if kind == "start":
+            bar.update(task, total=data)
+        elif kind == "discovered":
+            bar.update(task, total=(bar.tasks[0].total or 0) + 1)
+        elif kind == "captured":
+            bar.update(task, advance=1, description=f"{data.outcome:<6} {data.url[:60]}")
+        elif kind == "error":
+            bar.console.print(f"[red]error[/red] {data}")
+
+    return bar, on
+
+
+def _print_run(summary: Any, as_json: bool) -> None:
+    data = summary.as_dict()
+    if as_json:
+        _emit_json(data)
+        return
+    for c in data["captures"]:
+        if c["outcome"] != "ok":
+            click.echo(f"{c['outcome']:<7} {c['url']}  {c['http_status'] or ''} {c['error'] or ''}".rstrip())
+    click.echo(
+        f"captured {data['captured']}, gone {data['gone']}, failed {data['failed']}, discovered {data['discovered']}; "
+        f"{data['records']} records, {data['bytes']} bytes in {data['seconds']} s"
+    )
+    if data["repaired_warcs"]:
+        click.echo("repaired after a crash: " + ", ".join(data["repaired_warcs"]))
+    if data["interrupted_captures"]:
+        click.echo(f"{data['interrupted_captures']} interrupted capture(s) from an earlier run were retried")
+    if data["stopped_early"]:
+        click.echo("stopped early (--max-time); the rest is still pending")
+
+
+WORKERS_OPTION = click.option(
+    "--workers", type=click.IntRange(1, 256), help="Concurrent captures (settings: network.workers)."
+)
+
+
+@cli.command("run")
+@WORKERS_OPTION
+@click.option("--max-time", type=click.FloatRange(min=1), help="Stop starting new captures after this many seconds.")
+@click.option("--follow-citations/--no-follow-citations", default=None, help="Override per-source citation following.")
+@JSON_OPTION
+@pass_app
+def run_command(
+    app: AppContext, workers: int | None, max_time: float | None, follow_citations: bool | None, as_json: bool
+) -> None:
+    """Capture every pending source (what cron calls). Exits at once if another run holds the lock.
+
+    \b
+    Example:
+        archiver run --max-time 3000 --json
+    """
+    from archiver import jobs
+
+    bar, on = _progress(as_json)
+    options = jobs.RunOptions(workers=workers, max_time=max_time, follow_citations=follow_citations)
+    if bar is not None:
+        with bar:
+            summary = jobs.run(app.archive(), options, on)
+    else:
+        summary = jobs.run(app.archive(), options, on)
+    _print_run(summary, as_json)
+
+
+@cli.command("capture")
+@click.argument("url")
+@click.option("--incident", "incident_id", help="Incident the URL is a source of.")
+@click.option("--follow-citations", is_flag=True, help="Also capture the links the page cites (depth 1).")
+@WORKERS_OPTION
+@JSON_OPTION
+@pass_app
+def capture_command(
+    app: AppContext, url: str, incident_id: str | None, follow_citations: bool, workers: int | None, as_json: bool
+) -> None:
+    """Capture one URL now (added as a source first).
+
+    \b
+    Example:
+        archiver capture 'https://example.org/report' --incident khan-shaykhoun-chemical-attack-2017-04-04
+    """
+    from archiver import jobs
+
+    bar, on = _progress(as_json)
+    options = jobs.RunOptions(workers=workers, follow_citations=follow_citations)
+    if bar is not None:
+        with bar:
+            summary = jobs.capture(app.archive(), url, incident_id, options, on)
+    else:
+        summary = jobs.capture(app.archive(), url, incident_id, options, on)
+    _print_run(summary, as_json)
 
 
 def main() -> None:

@@ -1,4 +1,6 @@
-"""Catalogue operations on incidents and sources. Every change appends its custody event in the same transaction."""
+"""Catalogue operations on incidents and sources.
+
+Every change appends its custody event in the same transaction as the change."""
 
 from __future__ import annotations
 
@@ -125,7 +127,7 @@ class Store:
             details=details,
         )
 
-    # -- incidents ---------------------------------------------------------------------------------------------
+    # -- incidents -------------------------------------------------------------------------------------------
 
     def load(self, specs: Sequence[IncidentSpec], *, files: Iterable[str] = ()) -> LoadReport:
         report = LoadReport()
@@ -209,7 +211,7 @@ class Store:
         ).mappings()
         return list(rows)
 
-    # -- sources -----------------------------------------------------------------------------------------------
+    # -- sources ---------------------------------------------------------------------------------------------
 
     def add_source(self, incident_id: str, req: SourceRequest) -> tuple[Source, bool]:
         """Add (or find) a source and link it to the incident. Returns the source and whether it was new."""
@@ -218,6 +220,13 @@ class Store:
         source = self.s.get(Source, sid)
         assert source is not None
         return source, added
+
+    def ensure_source(self, req: SourceRequest) -> tuple[Source, bool]:
+        """A source that belongs to no incident yet (``archiver capture URL`` without ``--incident``)."""
+        src, added = self._find_or_create(req)
+        if added:
+            self._event("source.added", f"source:{src.id}", None, source=src.id, url=src.url, kind=src.kind)
+        return src, added
 
     def _find_or_create(self, req: SourceRequest) -> tuple[Source, bool]:
         now = self.clock.now()
