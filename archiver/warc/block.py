@@ -155,3 +155,73 @@ def block_from_file(path: str, *, head: bytes = b"") -> Block:
         while chunk := f.read(CHUNK):
             b.write_payload(chunk)
     return b.finish()
+
+
+# Record types whose WARC-Payload-Digest covers a payload (WARC 1.1 §5.9: response, resource, conversion; a
+# request block has a payload too when it carries a body). A revisit's payload digest names the *original*
+# payload, so it is never recomputed from the revisit's own block.
+PAYLOAD_RECORD_TYPES = frozenset({"response", "resource", "conversion", "request"})
+
+
+def is_http_block(content_type: str) -> bool:
+    """``application/http`` blocks (WARC 1.1 §6.3) carry an HTTP head before their payload."""
+    return content_type.split(";", 1)[0].strip().lower() == "application/http"
+
+
+def _http_head_end(window: bytes) -> int:
+    """Index just past the first empty line (``LF LF`` or ``LF CR LF``) in ``window``, or -1."""
+    lf = window.find(b"\n\n")
+    crlf = window.find(b"\n\r\n")
+    if lf < 0:
+        return -1 if crlf < 0 else crlf + 3
+    if crlf < 0 or lf < crlf:
+        return lf + 2
+    return crlf + 3
+
+
+class DigestPass:
+    """Recompute a block's SHA-256 digests from its bytes as they stream past, in one pass.
+
+    The writer runs this over the bytes it copies into the WARC and the reader over the bytes it decompresses,
+    so both apply one rule. For ``application/http`` blocks the payload starts after the first empty line of
+    the HTTP head (RFC 9112 §2.1), as warcio and pywb read it; the entity is hashed as stored (still chunked
+    or compressed if it was so transferred). For other blocks the payload is the whole block.
+    """
+
+    def __init__(self, *, payload: bool, http: bool) -> None:
+        self._block = hashlib.sha256()
+        self._payload = hashlib.sha256() if payload and http else None
+        self._payload_is_block = payload and not http
+        self._searching = payload and http
+        # A virtual LF before the block lets an empty first line end the head, as it would for warcio.
+        self._tail = b"\n"
+        self.length = 0
+        self.payload_offset: int | None = 0 if self._payload_is_block else None
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        self._block.update(view)
+        if self._searching:
+            window = self._tail + bytes(view)
+            end = _http_head_end(window)
+            if end < 0:
+                self._tail = window[-2:]
+            else:
+                start = end - len(self._tail)
+                self._searching = False
+                self.payload_offset = self.length + start
+                assert self._payload is not None
+                self._payload.update(view[start:])
+        elif self._payload is not None:
+            self._payload.update(view)
+        self.length += len(view)
+
+    def block_hex(self) -> str:
+        return self._block.hexdigest()
+
+    def payload_hex(self) -> str | None:
+        """The payload digest, or None when the record type has no payload. A head that never ends leaves
+        an empty payload."""
+        if self._payload_is_block:
+            return self._block.hexdigest()
+        return None if self._payload is None else self._payload.hexdigest()

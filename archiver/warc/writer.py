@@ -1,0 +1,424 @@
+"""The WARC sink: writes record groups into rotating, crash-safe ``.warc.gz`` files.
+
+Every record is one gzip member (WARC 1.1 Annex D.2), so a record can be located by offset and length, copied
+byte for byte into a bundle, and a crash damages at most the tail of one file. A group (a request/response
+pair, a media file and its metadata) is written contiguously into one file and fsynced before
+:meth:`WarcSink.write_group` returns, so a record the caller was told about is on disk.
+
+Files are written as ``<name>.open`` (created with ``O_EXCL`` and held under ``flock`` so that
+:func:`archiver.warc.repair.repair_open_files` never touches a live file), and on close fsynced, made
+read-only and renamed to their final name without ever replacing an existing file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import socket
+import threading
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from archiver import SOFTWARE
+from archiver.clock import Clock, IdGenerator, warc_date
+from archiver.errors import WarcError
+from archiver.warc.block import (
+    PAYLOAD_RECORD_TYPES,
+    Block,
+    Digest,
+    DigestPass,
+    block_from_bytes,
+    is_http_block,
+)
+from archiver.warc.records import REVISIT, WARCINFO, ClosedWarc, RecordRef, RecordSpec
+
+WARC_VERSION = "WARC/1.1"
+FORMAT = "WARC File Format 1.1"
+CONFORMS_TO = "http://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/"
+OPEN_SUFFIX = ".open"
+WRITE_BUFFER = 1 << 20
+
+# WARC 1.1 §4: field names are RFC 2616 tokens; values must not break the header (no CR, LF or NUL).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+_RECORD_ID = re.compile(r"<[^<>\s]+>")  # WARC 1.1 §5.2: "<" uri ">"
+_PREFIX = re.compile(r"[A-Za-z0-9._-]+")
+# Fields the sink computes itself; a spec that sets them would produce a record that lies about itself.
+_OWNED = frozenset(
+    name.lower()
+    for name in (
+        "WARC-Type",
+        "WARC-Record-ID",
+        "WARC-Date",
+        "WARC-Target-URI",
+        "WARC-Warcinfo-ID",
+        "WARC-Filename",
+        "Content-Type",
+        "Content-Length",
+        "WARC-Block-Digest",
+        "WARC-Payload-Digest",
+    )
+)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new entry in ``directory`` durable (POSIX: the entry lives in the directory)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rename_no_replace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``, refusing to replace an existing ``dst`` (``os.rename`` silently would).
+
+    A hard link fails with EEXIST atomically; file systems without hard links fall back to check-then-rename.
+    """
+    try:
+        os.link(src, dst)
+    except FileExistsError as exc:
+        raise WarcError(f"{dst} already exists; not replacing it with {src.name}") from exc
+    except OSError:
+        if dst.exists():
+            raise WarcError(f"{dst} already exists; not replacing it with {src.name}") from None
+        src.rename(dst)
+        return
+    src.unlink()
+
+
+def sanitise_host(host: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9.-]", "-", host).strip(".-")
+    return cleaned or "localhost"
+
+
+def _check_field(name: str, value: str) -> None:
+    if not _TOKEN.fullmatch(name):
+        raise WarcError(f"invalid WARC field name {name!r}")
+    if _BAD_VALUE.search(value):
+        raise WarcError(f"WARC field {name} contains CR, LF or NUL: {value!r}")
+
+
+def _check_spec(spec: RecordSpec) -> None:
+    """Reject, before any byte is written, a spec that would make a malformed or self-contradicting record."""
+    if not _TOKEN.fullmatch(spec.type) or spec.type == WARCINFO:
+        raise WarcError(f"cannot write a record of type {spec.type!r}")
+    _check_field("Content-Type", spec.content_type)
+    if not spec.content_type:
+        raise WarcError("record without a Content-Type")
+    if spec.target_uri is not None:
+        _check_field("WARC-Target-URI", spec.target_uri)
+    if spec.record_id is not None and not _RECORD_ID.fullmatch(spec.record_id):
+        raise WarcError(f"WARC-Record-ID must be <uri> (WARC 1.1 §5.2), got {spec.record_id!r}")
+    if spec.date is not None and spec.date.tzinfo is None:
+        raise WarcError("record date is a naive datetime; every time in the archiver is UTC-aware")
+    for name, value in spec.headers:
+        _check_field(name, value)
+        # A revisit names the digest of the payload it revisits (WARC 1.1 §6.7.2); only the caller knows it.
+        if name.lower() in _OWNED and not (spec.type == REVISIT and name.lower() == "warc-payload-digest"):
+            raise WarcError(f"{name} is set by the sink and cannot be given in RecordSpec.headers")
+
+
+class _DigestMismatchError(Exception):
+    """The bytes copied into the WARC do not hash to the digest in the record header."""
+
+
+@dataclass
+class _OpenWarc:
+    name: str
+    open_path: Path
+    final_path: Path
+    fd: int
+    opened_at: datetime
+    warcinfo_id: str = ""
+    size: int = 0
+    records: int = 0
+    hash: hashlib._Hash = field(default_factory=hashlib.sha256)  # every compressed byte, for ClosedWarc
+    pending: bytearray = field(default_factory=bytearray)
+
+    def emit(self, data: bytes) -> None:
+        if data:
+            self.pending += data
+            self.hash.update(data)
+            self.size += len(data)
+            if len(self.pending) >= WRITE_BUFFER:
+                self.flush()
+
+    def flush(self) -> None:
+        view = memoryview(self.pending)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        # A new buffer rather than clear(): a view left alive by a failed write would forbid resizing.
+        self.pending = bytearray()
+
+
+class WarcSink:
+    """Thread-safe writer of WARC/1.1 files into one directory (see the module docstring).
+
+    A new file is opened lazily by the first group after a close; rotation closes the current file before a
+    group once it has reached ``max_size`` (a larger group still goes whole into one file). ``on_close`` gets
+    every :class:`ClosedWarc` (its ``records`` count includes the warcinfo record); it runs under the sink's
+    re-entrant lock, during the :meth:`write_group` that rotates or the :meth:`close`, and what it raises
+    propagates (a rotation's group is then not written).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        prefix: str,
+        clock: Clock,
+        ids: IdGenerator,
+        max_size: int = 1 << 30,
+        warcinfo: Mapping[str, str] = {},
+        host: str | None = None,
+        compress_level: int = 6,
+        on_close: Callable[[ClosedWarc], None] | None = None,
+    ) -> None:
+        if not _PREFIX.fullmatch(prefix):
+            raise WarcError(f"WARC file prefix must match [A-Za-z0-9._-]+, got {prefix!r}")
+        for name, value in warcinfo.items():
+            _check_field(name, value)
+        self._dir = Path(directory)
+        self._prefix = prefix
+        self._clock = clock
+        self._ids = ids
+        self._max_size = max_size
+        self._host = sanitise_host(host if host is not None else socket.gethostname())
+        self._level = compress_level
+        self._on_close = on_close
+        self._fields = {
+            "software": SOFTWARE,
+            "format": FORMAT,
+            "conformsTo": CONFORMS_TO,
+            "hostname": self._host,
+            **warcinfo,
+        }
+        # Re-entrant so that an on_close callback (run during rotation, under the lock) may use the sink.
+        self._lock = threading.RLock()
+        self._current: _OpenWarc | None = None
+        self._serial = 0
+
+    def new_record_id(self) -> str:
+        return f"<urn:uuid:{self._ids.uuid()}>"
+
+    @property
+    def current_name(self) -> str | None:
+        """The final name of the file being written, if one is open."""
+        return None if self._current is None else self._current.name
+
+    def write_group(self, records: Sequence[RecordSpec]) -> list[RecordRef]:
+        """Write ``records`` contiguously into one file, fsync, and return where each landed.
+
+        On any failure nothing of the group stays in the file (it is cut back to where the group started) and
+        :class:`WarcError` is raised.
+        """
+        for spec in records:
+            _check_spec(spec)
+        if not records:
+            return []
+        with self._lock:
+            if self._current is not None and self._current.size >= self._max_size:
+                self._close_locked()
+            warc = self._current if self._current is not None else self._open_locked()
+            start, start_hash, start_records = warc.size, warc.hash.copy(), warc.records
+            try:
+                refs = [self._write_spec(warc, spec) for spec in records]
+                warc.flush()
+                os.fsync(warc.fd)
+            except BaseException as exc:
+                # Whatever stopped the group (a full disk, a bad block, an interrupt), none of it stays.
+                self._cut_back(warc, start, start_hash, start_records)
+                if not isinstance(exc, OSError | _DigestMismatchError):
+                    raise
+                raise WarcError(
+                    f"could not write a record group to {warc.name}: {exc}",
+                    hint="check free disk space and the storage directory's permissions",
+                ) from exc
+            return refs
+
+    def close(self) -> ClosedWarc | None:
+        """Close the current file (if any): fsync, make read-only, rename to its final name, call on_close."""
+        with self._lock:
+            return None if self._current is None else self._close_locked()
+
+    def __enter__(self) -> WarcSink:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- files -----------------------------------------------------------------------------------------------
+
+    def _open_locked(self) -> _OpenWarc:
+        opened_at = self._clock.now()
+        stamp = opened_at.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            while True:
+                if self._serial > 99999:
+                    raise WarcError(f"no free WARC file name for {self._prefix}-{stamp} in {self._dir}")
+                name = f"{self._prefix}-{stamp}-{self._serial:05d}-{self._host}.warc.gz"
+                final = self._dir / name
+                self._serial += 1
+                if final.exists() or final.with_name(name + ".damaged").exists():
+                    continue
+                try:
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                    fd = os.open(final.with_name(name + OPEN_SUFFIX), flags, 0o644)
+                except FileExistsError:
+                    continue
+                break
+        except OSError as exc:
+            raise WarcError(f"cannot create a WARC file in {self._dir}: {exc}") from exc
+        warc = _OpenWarc(name, final.with_name(name + OPEN_SUFFIX), final, fd, opened_at)
+        try:
+            # Held until the file is renamed: repair skips a file another live sink holds.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._write_warcinfo(warc)
+            warc.flush()
+            os.fsync(fd)
+            fsync_dir(self._dir)  # the new entry must survive a crash, or fsynced records could vanish
+        except (OSError, _DigestMismatchError) as exc:
+            os.close(fd)
+            # Holds at most a partial warcinfo record and nothing a caller was told about.
+            with contextlib.suppress(OSError):
+                warc.open_path.unlink()
+            raise WarcError(f"cannot start WARC file {name}: {exc}") from exc
+        self._current = warc
+        return warc
+
+    def _close_locked(self) -> ClosedWarc:
+        warc = self._current
+        assert warc is not None
+        self._current = None
+        try:
+            warc.flush()
+            # Read-only before the final name appears, so there is never a writable closed file.
+            os.fchmod(warc.fd, 0o444)
+            os.fsync(warc.fd)
+            # Renamed while still holding the flock, so a concurrent repair cannot grab the file midway.
+            rename_no_replace(warc.open_path, warc.final_path)
+            fsync_dir(self._dir)
+        except OSError as exc:
+            raise WarcError(
+                f"cannot close WARC file {warc.name}: {exc}",
+                hint="the .open file is kept; the next run repairs it",
+            ) from exc
+        finally:
+            os.close(warc.fd)
+        closed = ClosedWarc(
+            name=warc.name,
+            path=str(warc.final_path),
+            sha256=warc.hash.hexdigest(),
+            size=warc.size,
+            opened_at=warc.opened_at,
+            closed_at=self._clock.now(),
+            records=warc.records,
+        )
+        if self._on_close is not None:
+            self._on_close(closed)
+        return closed
+
+    def _cut_back(self, warc: _OpenWarc, size: int, digest: hashlib._Hash, records: int) -> None:
+        """Undo a failed group: the file, its running hash and counters return to where the group started."""
+        warc.pending = bytearray()  # all of it is past the group start (the previous group was flushed)
+        try:
+            os.ftruncate(warc.fd, size)
+            os.lseek(warc.fd, size, os.SEEK_SET)
+            os.fsync(warc.fd)
+        except OSError:
+            # The file's tail is unknown now: abandon it as .open; the next run's repair cuts it back.
+            self._current = None
+            os.close(warc.fd)
+            return
+        warc.size, warc.hash, warc.records = size, digest, records
+
+    # -- records ---------------------------------------------------------------------------------------------
+
+    def _write_warcinfo(self, warc: _OpenWarc) -> None:
+        body = "".join(f"{k}: {v}\r\n" for k, v in self._fields.items()).encode("utf-8")
+        warc.warcinfo_id = self.new_record_id()
+        fields = [
+            ("WARC-Type", WARCINFO),
+            ("WARC-Record-ID", warc.warcinfo_id),
+            ("WARC-Date", warc_date(warc.opened_at)),
+            ("WARC-Filename", warc.name),  # WARC 1.1 §5.15: the final name, not the .open one
+        ]
+        with block_from_bytes(body, has_payload=False) as block:
+            self._write_record(warc, fields, "application/warc-fields", block, None)
+
+    def _write_spec(self, warc: _OpenWarc, spec: RecordSpec) -> RecordRef:
+        record_id = spec.record_id or self.new_record_id()
+        date = spec.date or self._clock.now()
+        fields = [("WARC-Type", spec.type), ("WARC-Record-ID", record_id), ("WARC-Date", warc_date(date))]
+        if spec.target_uri is not None:
+            fields.append(("WARC-Target-URI", spec.target_uri))
+        fields.append(("WARC-Warcinfo-ID", warc.warcinfo_id))
+        fields.extend(spec.headers)
+        block = spec.block
+        payload = block.payload_digest if spec.type in PAYLOAD_RECORD_TYPES else None
+        offset = warc.size
+        fields = self._write_record(warc, fields, spec.content_type, block, payload)
+        return RecordRef(
+            record_id=record_id,
+            record_type=spec.type,
+            target_uri=spec.target_uri,
+            warc_file=warc.name,
+            offset=offset,
+            length=warc.size - offset,
+            date=date,
+            content_type=spec.content_type,
+            content_length=block.length,
+            block_digest=block.block_digest,
+            payload_digest=payload,
+            payload_length=block.payload_length,
+            headers=tuple(fields),
+        )
+
+    def _write_record(
+        self,
+        warc: _OpenWarc,
+        fields: list[tuple[str, str]],
+        content_type: str,
+        block: Block,
+        payload: Digest | None,
+    ) -> list[tuple[str, str]]:
+        """Write one record as one gzip member, re-hashing the block as it is copied; returns all fields."""
+        fields = [
+            *fields,
+            ("Content-Type", content_type),
+            ("Content-Length", str(block.length)),
+            ("WARC-Block-Digest", str(block.block_digest)),
+        ]
+        if payload is not None:
+            fields.append(("WARC-Payload-Digest", str(payload)))
+        head = "".join([f"{WARC_VERSION}\r\n", *(f"{n}: {v}\r\n" for n, v in fields), "\r\n"])
+        check = DigestPass(payload=payload is not None, http=is_http_block(content_type))
+        # wbits=31: a gzip wrapper with a zero mtime, so equal input gives equal bytes (golden files).
+        comp = zlib.compressobj(self._level, zlib.DEFLATED, 31)
+        warc.emit(comp.compress(head.encode("utf-8")))
+        for chunk in block.chunks():
+            check.update(chunk)
+            warc.emit(comp.compress(chunk))
+        # WARC 1.1 §4: a record ends with two CRLFs after its block.
+        warc.emit(comp.compress(b"\r\n\r\n"))
+        warc.emit(comp.flush())
+        if check.length != block.length or check.block_hex() != block.block_digest.hex:
+            raise _DigestMismatchError(f"block bytes changed since they were hashed ({check.length} bytes read)")
+        if payload is not None and check.payload_hex() != payload.hex:
+            raise _DigestMismatchError(
+                f"payload digest disagrees with the stored bytes (HTTP head ends at {check.payload_offset}, "
+                f"block says {block.payload_offset})"
+            )
+        warc.records += 1
+        return fields
