@@ -29,9 +29,7 @@ class InitReport:
 
 
 class Archive:
-    def __init__(
-        self, settings: Settings, *, clock: Clock | None = None, ids: IdGenerator | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, ids: IdGenerator | None = None) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.ids: IdGenerator = ids or RandomIds()

@@ -126,9 +126,7 @@ def append(
 
 
 def document_of(row: CustodyEvent) -> dict[str, Any]:
-    return event_document(
-        row.seq, row.at, row.actor, row.action, row.subject, row.incident_id, json.loads(row.details)
-    )
+    return event_document(row.seq, row.at, row.actor, row.action, row.subject, row.incident_id, json.loads(row.details))
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,7 @@ def key_id_of(public_key: Ed25519PublicKey) -> str:
 
 
 def _public_pem(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _write_new_file(path: Path, data: bytes, mode: int) -> None:

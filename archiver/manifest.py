@@ -260,11 +260,7 @@ def _when(ctx: _Ctx, node: yaml.Node, field: str) -> When:
     if start_utc is not None and start_utc > horizon:
         ctx.error(m["start"], f"{field}.start", f"{start.text} is in the future")
         raise _Invalid
-    if (
-        start_utc is None
-        and start.earliest is not None
-        and start.earliest.date() > ctx.today + timedelta(days=1)
-    ):
+    if start_utc is None and start.earliest is not None and start.earliest.date() > ctx.today + timedelta(days=1):
         ctx.error(m["start"], f"{field}.start", f"{start.text} is in the future")
         raise _Invalid
     if end is not None:
@@ -299,9 +295,7 @@ def _place(ctx: _Ctx, node: yaml.Node, field: str) -> Place:
     )
     country = _text(ctx, m["country"], f"{field}.country")
     if not re.fullmatch(r"[A-Z]{2}", country):
-        ctx.error(
-            m["country"], f"{field}.country", f"{country!r} is not an ISO 3166-1 alpha-2 code such as SY"
-        )
+        ctx.error(m["country"], f"{field}.country", f"{country!r} is not an ISO 3166-1 alpha-2 code such as SY")
         raise _Invalid
     lat = _coordinate(ctx, m["lat"], f"{field}.lat", 90) if "lat" in m else None
     lon = _coordinate(ctx, m["lon"], f"{field}.lon", 180) if "lon" in m else None
@@ -347,9 +341,7 @@ def _source(ctx: _Ctx, node: yaml.Node, field: str, report_keys: set[str]) -> So
     allowed = ("url", "lead", "kind", "platform", "cited_by", "cited_as", "note")
     m = _mapping(ctx, node, field, allowed, ())
     if ("url" in m) == ("lead" in m):
-        ctx.error(
-            node, field, "give either url (a located source) or lead (a description of one not yet located)"
-        )
+        ctx.error(node, field, "give either url (a located source) or lead (a description of one not yet located)")
         raise _Invalid
     kind = _opt_text(ctx, m, "kind", field)
     if kind is not None and kind not in KINDS:
@@ -416,9 +408,7 @@ def _incident(ctx: _Ctx, node: yaml.Node, field: str) -> IncidentSpec:
                 except _Invalid:
                     continue
                 if not SLUG.match(value):
-                    ctx.error(
-                        c, f"{field}.categories[{i}]", "must be a slug such as attack-on-medical-facility"
-                    )
+                    ctx.error(c, f"{field}.categories[{i}]", "must be a slug such as attack-on-medical-facility")
                 categories.append(value)
         except _Invalid:
             pass
@@ -478,9 +468,7 @@ def parse_text(text: str, path: str, today: date) -> list[IncidentSpec]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        raise ManifestErrors(
-            [ManifestError(path, line, None, f"invalid YAML: {exc.problem or exc.context}")]
-        ) from exc
+        raise ManifestErrors([ManifestError(path, line, None, f"invalid YAML: {exc.problem or exc.context}")]) from exc
     except yaml.YAMLError as exc:  # e.g. ReaderError for control characters
         raise ManifestErrors([ManifestError(path, None, None, f"invalid YAML: {exc}")]) from exc
     except RecursionError as exc:
@@ -507,15 +495,11 @@ def parse_text(text: str, path: str, today: date) -> list[IncidentSpec]:
     ids = [inc.id for inc in incidents]
     for inc in incidents:
         if ids.count(inc.id) > 1 and inc is not next(x for x in incidents if x.id == inc.id):
-            ctx.errors.append(
-                ManifestError(path, inc.line, "id", f"incident {inc.id!r} appears twice in this file")
-            )
+            ctx.errors.append(ManifestError(path, inc.line, "id", f"incident {inc.id!r} appears twice in this file"))
     if ctx.errors:
         raise ManifestErrors(ctx.errors)
     if not incidents:
-        raise ManifestErrors(
-            [ManifestError(path, root.start_mark.line + 1, "incidents", "lists no incident")]
-        )
+        raise ManifestErrors([ManifestError(path, root.start_mark.line + 1, "incidents", "lists no incident")])
     return incidents
 
 

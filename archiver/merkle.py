@@ -117,9 +117,7 @@ def root_from_path(leaf_data: bytes, index: int, tree_size: int, path: Sequence[
     return r
 
 
-def verify_inclusion(
-    leaf_data: bytes, index: int, tree_size: int, path: Sequence[bytes], root: bytes
-) -> bool:
+def verify_inclusion(leaf_data: bytes, index: int, tree_size: int, path: Sequence[bytes], root: bytes) -> bool:
     """True when ``leaf_data`` is leaf ``index`` of the ``tree_size``-leaf tree whose root is ``root``."""
     computed = root_from_path(leaf_data, index, tree_size, path)
     return computed is not None and computed == bytes(root)

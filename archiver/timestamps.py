@@ -158,9 +158,7 @@ def response_status(der: bytes) -> tuple[int, list[str], list[str]]:
         elif tag == 0x03 and e > s:  # PKIFailureInfo BIT STRING: bit 0 is the first byte's top bit
             bits = der[s + 1 : e]
             failures += [
-                name
-                for bit, name in _FAILURES.items()
-                if bit // 8 < len(bits) and bits[bit // 8] & (0x80 >> bit % 8)
+                name for bit, name in _FAILURES.items() if bit // 8 < len(bits) and bits[bit // 8] & (0x80 >> bit % 8)
             ]
         pos = e
     return status, texts, failures
@@ -169,9 +167,7 @@ def response_status(der: bytes) -> tuple[int, list[str], list[str]]:
 # --- verification -------------------------------------------------------------------------------------------
 
 
-def _signer_certificate(
-    response: TimeStampResponse, certs: list[x509.Certificate]
-) -> x509.Certificate | None:
+def _signer_certificate(response: TimeStampResponse, certs: list[x509.Certificate]) -> x509.Certificate | None:
     # The signer is named by issuerAndSerialNumber in SignerInfo (RFC 5652 §5.3), which the signature covers.
     infos = list(response.signed_data.signer_infos)
     if len(infos) != 1:
@@ -287,9 +283,7 @@ def parse_token(tsa_name: str, der: bytes) -> TimestampToken:
     try:
         return _token_fields(tsa_name, der)
     except Exception as exc:  # re-raised as ours: the parsers raise assorted types, as in verify_token
-        raise TimestampError(
-            f"TSA {tsa_name}: malformed timestamp token: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise TimestampError(f"TSA {tsa_name}: malformed timestamp token: {type(exc).__name__}: {exc}") from exc
 
 
 def _token_fields(tsa_name: str, der: bytes) -> TimestampToken:
@@ -338,9 +332,7 @@ def _post(tsa: TsaConfig, body: bytes, session: requests.Session) -> bytes:
         ) from exc
 
 
-def request_timestamp(
-    tsa: TsaConfig, digest: bytes, *, session: requests.Session | None = None
-) -> TimestampToken:
+def request_timestamp(tsa: TsaConfig, digest: bytes, *, session: requests.Session | None = None) -> TimestampToken:
     """Ask ``tsa`` to timestamp the SHA-256 ``digest``; returns the token only after verifying it.
 
     Raises :class:`TimestampError` when the TSA cannot be reached, answers an HTTP error, rejects the request,
@@ -359,9 +351,7 @@ def request_timestamp(
     try:
         status, texts, failures = response_status(der)
     except _DerError as exc:
-        raise TimestampError(
-            f"TSA {tsa.name} at {tsa.url} did not answer with an RFC 3161 response ({exc})"
-        ) from exc
+        raise TimestampError(f"TSA {tsa.name} at {tsa.url} did not answer with an RFC 3161 response ({exc})") from exc
     if status != 0:
         detail = "; ".join(texts + failures) or "no reason given"
         raise TimestampError(

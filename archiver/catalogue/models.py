@@ -213,7 +213,9 @@ class CustodyEvent(Base):
     __tablename__ = "custody_events"
     __table_args__ = (UniqueConstraint("hash"),)
 
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
     at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(40), index=True)
@@ -222,3 +224,6 @@ class CustodyEvent(Base):
     details: Mapped[str] = mapped_column(Text)  # canonical JSON
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+from archiver.catalogue import integrity_models  # noqa: E402, F401  (puts the integrity tables on Base.metadata)

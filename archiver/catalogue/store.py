@@ -164,9 +164,7 @@ class Store:
                     setattr(row, k, fields[k])
                 row.updated_at = now
                 row.manifest_path = spec.path
-                self._event(
-                    "incident.updated", f"incident:{spec.id}", spec.id, manifest=spec.path, changes=changes
-                )
+                self._event("incident.updated", f"incident:{spec.id}", spec.id, manifest=spec.path, changes=changes)
                 report.incidents_updated.append(spec.id)
         report_ids: dict[str, int] = {}
         touched = False
@@ -185,19 +183,13 @@ class Store:
             report.sources_added += added
             report.sources_linked += linked and not added
             report.links_updated += updated
-        if (
-            spec.id not in report.incidents_created
-            and spec.id not in report.incidents_updated
-            and not touched
-        ):
+        if spec.id not in report.incidents_created and spec.id not in report.incidents_updated and not touched:
             report.incidents_unchanged.append(spec.id)
 
     def get_incident(self, incident_id: str) -> Incident:
         row = self.s.get(Incident, incident_id)
         if row is None:
-            raise NotFoundError(
-                f"no incident {incident_id!r}", hint="'archiver incident list' shows the known ids"
-            )
+            raise NotFoundError(f"no incident {incident_id!r}", hint="'archiver incident list' shows the known ids")
         return row
 
     def incidents(self) -> list[Incident]:
@@ -322,9 +314,7 @@ class Store:
         by_status = dict.fromkeys(STATUSES, 0)
         for status, n in self.s.execute(select(Source.status, func.count()).group_by(Source.status)):
             by_status[status] = n
-        captures = {
-            o: n for o, n in self.s.execute(select(Capture.outcome, func.count()).group_by(Capture.outcome))
-        }
+        captures = {o: n for o, n in self.s.execute(select(Capture.outcome, func.count()).group_by(Capture.outcome))}
         return {
             "incidents": self.s.scalar(select(func.count()).select_from(Incident)) or 0,
             "sources": by_status,

@@ -20,9 +20,7 @@ def upgrade() -> None:
 
     op.create_table(
         "custody_events",
-        sa.Column(
-            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False
-        ),
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("actor", sa.String(length=200), nullable=False),
         sa.Column("action", sa.String(length=40), nullable=False),
@@ -137,15 +135,11 @@ def upgrade() -> None:
         sa.Column("cited_as", sa.Text(), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["cited_by_id"], ["sources.id"], name=op.f("fk_incident_sources_cited_by_id_sources")
-        ),
+        sa.ForeignKeyConstraint(["cited_by_id"], ["sources.id"], name=op.f("fk_incident_sources_cited_by_id_sources")),
         sa.ForeignKeyConstraint(
             ["incident_id"], ["incidents.id"], name=op.f("fk_incident_sources_incident_id_incidents")
         ),
-        sa.ForeignKeyConstraint(
-            ["source_id"], ["sources.id"], name=op.f("fk_incident_sources_source_id_sources")
-        ),
+        sa.ForeignKeyConstraint(["source_id"], ["sources.id"], name=op.f("fk_incident_sources_source_id_sources")),
         sa.PrimaryKeyConstraint("incident_id", "source_id", name=op.f("pk_incident_sources")),
     )
     op.create_table(
@@ -164,12 +158,8 @@ def upgrade() -> None:
         sa.Column("offset", sa.BigInteger(), nullable=False),
         sa.Column("length", sa.BigInteger(), nullable=False),
         sa.Column("record_date", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["capture_id"], ["captures.id"], name=op.f("fk_artifacts_capture_id_captures")
-        ),
-        sa.ForeignKeyConstraint(
-            ["warc_file_id"], ["warc_files.id"], name=op.f("fk_artifacts_warc_file_id_warc_files")
-        ),
+        sa.ForeignKeyConstraint(["capture_id"], ["captures.id"], name=op.f("fk_artifacts_capture_id_captures")),
+        sa.ForeignKeyConstraint(["warc_file_id"], ["warc_files.id"], name=op.f("fk_artifacts_warc_file_id_warc_files")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_artifacts")),
         sa.UniqueConstraint("record_id", name=op.f("uq_artifacts_record_id")),
     )
