@@ -44,7 +44,7 @@ max_redirects = 10
 retries = 3
 workers = 8
 per_host = 2
-per_host_delay = 0.5
+per_host_delay = 0.1
 
 # [[tsa]]
 # name = "example-tsa"
@@ -64,7 +64,7 @@ class NetworkSettings:
     retries: int = 3
     workers: int = 8
     per_host: int = 2
-    per_host_delay: float = 0.5
+    per_host_delay: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def _network(section: Mapping[str, Any], path: Path, proxy_override: str | None)
             value = float(value)
         if not isinstance(value, expected) or isinstance(value, bool):
             raise ConfigError(f"{path}: [network] {key}: expected {expected.__name__}, got {value!r}")
-        if expected is not str and value < 0:
+        if isinstance(value, int | float) and value < 0:
             raise ConfigError(f"{path}: [network] {key}: must not be negative")
         values[key] = value
     if proxy_override is not None:

@@ -95,7 +95,7 @@ class ToolMissingError(ArchiverError):
     exit_code = 4
 
 
-class KeyError_(ArchiverError):
+class SigningKeyError(ArchiverError):
     """The archive signing key is missing, unreadable or does not match."""
 
 

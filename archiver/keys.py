@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from archiver.errors import KeyError_
+from archiver.errors import SigningKeyError
 
 PRIVATE_KEY_NAME = "archive-key.pem"
 PUBLIC_KEY_NAME = "archive-key.pub.pem"
@@ -87,16 +87,16 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _half_key_error(directory: Path, private: Path, public: Path) -> KeyError_:
+def _half_key_error(directory: Path, private: Path, public: Path) -> SigningKeyError:
     if private.exists():
-        return KeyError_(
+        return SigningKeyError(
             f"{private} exists but {public.name} does not",
             hint=(
                 f"restore {public.name} from a backup, or recreate it from the private key with "
                 f"`openssl pkey -in {private} -pubout -out {public}`"
             ),
         )
-    return KeyError_(
+    return SigningKeyError(
         f"{public} exists but the private key {private.name} does not",
         hint=(
             f"restore {private.name} from a backup; if it is lost for good, move {public.name} out of "
@@ -108,7 +108,7 @@ def _half_key_error(directory: Path, private: Path, public: Path) -> KeyError_:
 def create_key(directory: Path) -> KeyInfo:
     """Make the archive key in ``directory``, or return the existing one's info (never overwrites a key).
 
-    Raises :class:`KeyError_` if only one of the two files exists: that needs a person's decision.
+    Raises :class:`SigningKeyError` if only one of the two files exists: that needs a person's decision.
     """
     private = directory / PRIVATE_KEY_NAME
     public = directory / PUBLIC_KEY_NAME
@@ -129,9 +129,9 @@ def create_key(directory: Path) -> KeyInfo:
         # Another process made a key at the same moment: keep theirs, never ours.
         if private.exists() and public.exists():
             return _load_info(directory)
-        raise KeyError_(f"another process is creating the archive key in {directory}") from exc
+        raise SigningKeyError(f"another process is creating the archive key in {directory}") from exc
     except OSError as exc:
-        raise KeyError_(f"cannot write the archive key in {directory}: {exc.strerror or exc}") from exc
+        raise SigningKeyError(f"cannot write the archive key in {directory}: {exc.strerror or exc}") from exc
     return KeyInfo(key_id_of(key.public_key()), _public_pem(key.public_key()), private, public)
 
 
@@ -139,20 +139,20 @@ def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError as exc:
-        raise KeyError_(
+        raise SigningKeyError(
             f"archive key file {path} does not exist", hint="run `archiver init` to create the archive key"
         ) from exc
     except OSError as exc:
-        raise KeyError_(f"cannot read archive key file {path}: {exc.strerror or exc}") from exc
+        raise SigningKeyError(f"cannot read archive key file {path}: {exc.strerror or exc}") from exc
 
 
 def _load_public(path: Path) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(_read(path))
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise KeyError_(f"{path} is not a PEM public key") from exc
+        raise SigningKeyError(f"{path} is not a PEM public key") from exc
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyError_(f"{path} holds a {type(key).__name__}, not an Ed25519 public key")
+        raise SigningKeyError(f"{path} holds a {type(key).__name__}, not an Ed25519 public key")
     return key
 
 
@@ -169,11 +169,11 @@ def _check_private_mode(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError as exc:
-        raise KeyError_(
+        raise SigningKeyError(
             f"archive key file {path} does not exist", hint="run `archiver init` to create the archive key"
         ) from exc
     if mode & _FOREIGN_ACCESS:
-        raise KeyError_(
+        raise SigningKeyError(
             f"archive private key {path} is accessible to other users (mode {stat.S_IMODE(mode):04o})",
             hint=f"run `chmod 600 {path}`, and consider the key exposed if others could read it",
         )
@@ -204,12 +204,12 @@ def load_signer(directory: Path) -> Signer:
     try:
         key = serialization.load_pem_private_key(_read(private), password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise KeyError_(f"{private} is not an unencrypted PEM private key") from exc
+        raise SigningKeyError(f"{private} is not an unencrypted PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyError_(f"{private} holds a {type(key).__name__}, not an Ed25519 private key")
+        raise SigningKeyError(f"{private} holds a {type(key).__name__}, not an Ed25519 private key")
     signer = Signer(key)
     if key_id_of(_load_public(public)) != signer.key_id:
-        raise KeyError_(
+        raise SigningKeyError(
             f"{public.name} does not belong to {private.name} in {directory}",
             hint="restore the matching pair from a backup: signatures would not verify with this public key",
         )

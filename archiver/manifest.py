@@ -181,15 +181,16 @@ _DATE_FORMS = (
 class _Instant:
     text: str
     precision: str
-    earliest: datetime | None  # naive local when no zone is known, else aware
-    latest: datetime | None
+    earliest: datetime  # naive local when no zone is known, else aware
+    latest: datetime  # exclusive end of the period the text names
     aware: bool
 
 
 def _parse_instant(ctx: _Ctx, node: yaml.Node, field: str) -> _Instant:
     raw = _text(ctx, node, field, one_line=True)
-    for pattern, precision in _DATE_FORMS:
+    for pattern, form in _DATE_FORMS:
         if pattern.match(raw):
+            precision = form
             break
     else:
         ctx.error(node, field, f"{raw!r} is not a date (YYYY, YYYY-MM, YYYY-MM-DD) or an ISO 8601 datetime")
@@ -252,24 +253,25 @@ def _when(ctx: _Ctx, node: yaml.Node, field: str) -> When:
             raise _Invalid
         return None
 
-    start_utc = to_utc(start.earliest, start, "start") if start.earliest else None
-    end_utc = to_utc(end.latest, end, "end") if end and end.latest else None
-    latest_start = to_utc(start.latest, start, "start") if start.latest else None
-    # An incident cannot start after today (in the most generous zone): a typo in the year, usually.
-    horizon = datetime.combine(ctx.today + timedelta(days=2), datetime.min.time(), UTC)
-    if start_utc is not None and start_utc > horizon:
-        ctx.error(m["start"], f"{field}.start", f"{start.text} is in the future")
-        raise _Invalid
-    if start_utc is None and start.earliest is not None and start.earliest.date() > ctx.today + timedelta(days=1):
-        ctx.error(m["start"], f"{field}.start", f"{start.text} is in the future")
-        raise _Invalid
+    start_utc = to_utc(start.earliest, start, "start")
     if end is not None:
-        comparable = (end_utc, latest_start) if end_utc and latest_start else (end.latest, start.latest)
-        if comparable[0] is not None and comparable[1] is not None:
-            a, b = comparable
-            if (a.tzinfo is None) == (b.tzinfo is None) and a < (start_utc if a.tzinfo else start.earliest):  # type: ignore[operator]
-                ctx.error(m["end"], f"{field}.end", f"{end.text} is before the start {start.text}")
-                raise _Invalid
+        to_utc(end.earliest, end, "end")  # the same rule: a time of day needs an offset or a zone
+
+    # An incident cannot start after today (in the most generous zone): a typo in the year, usually.
+    starts = start_utc.date() if start_utc is not None else start.earliest.date()
+    if starts > ctx.today + timedelta(days=1):
+        ctx.error(m["start"], f"{field}.start", f"{start.text} is in the future")
+        raise _Invalid
+
+    def wall(moment: datetime) -> datetime:
+        """Local wall time, so that a date-only end compares with a datetime start."""
+        if moment.tzinfo is None:
+            return moment
+        return (moment.astimezone(zone) if zone else moment).replace(tzinfo=None)
+
+    if end is not None and wall(end.latest) <= wall(start.earliest):
+        ctx.error(m["end"], f"{field}.end", f"{end.text} is before the start {start.text}")
+        raise _Invalid
     return When(start.text, end.text if end else None, tz_name, precision, approximate, start_utc)
 
 

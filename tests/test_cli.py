@@ -63,11 +63,26 @@ def test_load_list_show_status_custody(run) -> None:  # type: ignore[no-untyped-
     code, _, err = run("incident", "show", "no-such-incident")
     assert code == 3 and err.startswith("error: no incident 'no-such-incident'")
 
-    code, out, _ = run("source", "add", "https://youtu.be/AAAAAAAAAAA?si=x", "--incident", "khan-shaykhoun-chemical-attack-2017-04-04", "--json")
+    code, out, _ = run(
+        "source",
+        "add",
+        "https://youtu.be/AAAAAAAAAAA?si=x",
+        "--incident",
+        "khan-shaykhoun-chemical-attack-2017-04-04",
+        "--json",
+    )
     assert code == 0 and json.loads(out)["url"] == "https://www.youtube.com/watch?v=AAAAAAAAAAA"
-    code, out, _ = run("source", "add", "https://www.youtube.com/watch?v=AAAAAAAAAAA", "--incident", "khan-shaykhoun-chemical-attack-2017-04-04")
+    code, out, _ = run(
+        "source",
+        "add",
+        "https://www.youtube.com/watch?v=AAAAAAAAAAA",
+        "--incident",
+        "khan-shaykhoun-chemical-attack-2017-04-04",
+    )
     assert code == 0 and "already known" in out
-    code, _, err = run("source", "add", "ftp://example.org/x", "--incident", "khan-shaykhoun-chemical-attack-2017-04-04")
+    code, _, err = run(
+        "source", "add", "ftp://example.org/x", "--incident", "khan-shaykhoun-chemical-attack-2017-04-04"
+    )
     assert code == 2 and "scheme 'ftp' is not supported" in err
 
     code, out, _ = run("status", "--json")
@@ -89,7 +104,7 @@ def test_custody_check_names_first_bad_event(run, tmp_path: Path) -> None:  # ty
     con.execute("UPDATE custody_events SET subject = 'incident:forged' WHERE seq = 7")
     con.commit()
     con.close()
-    code, out, err = run("custody", "check")
+    code, _out, err = run("custody", "check")
     assert code == 1 and "BROKEN at event 7" in err
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import sqlite3
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -17,13 +19,16 @@ from archiver.archive import Archive
 from archiver.canonical import canonical_json
 from archiver.catalogue.db import Catalogue
 from archiver.clock import FixedClock, SystemClock
+from archiver.config import load_settings
 from tests.conftest import TEST_NOW
 
 
 def _append_many(archive: Archive, n: int) -> None:
     with archive.session() as s:
         for i in range(n):
-            custody.append(s, archive.clock, actor="tester", action="note", subject="archive", details={"i": i, "text": "نص"})
+            custody.append(
+                s, archive.clock, actor="tester", action="note", subject="archive", details={"i": i, "text": "نص"}
+            )
 
 
 def test_chain_links_and_hashes(archive: Archive) -> None:
@@ -34,7 +39,7 @@ def test_chain_links_and_hashes(archive: Archive) -> None:
     assert report.ok and report.events == 6  # archive.initialised + 5 notes
     assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
     assert events[0].prev_hash == "0" * 64
-    for prev, cur in zip(events, events[1:], strict=False):
+    for prev, cur in itertools.pairwise(events):
         assert cur.prev_hash == prev.hash
     # The documented formula, recomputed independently of the module.
     e = events[3]
@@ -69,11 +74,14 @@ def test_database_refuses_update_and_delete(archive: Archive, statement: str) ->
         assert custody.check_chain(s).events == 3
 
 
-def test_postgres_refuses_truncate(archive: Archive) -> None:
-    if archive.catalogue.dialect != "postgresql":
-        pytest.skip("TRUNCATE is PostgreSQL only")
-    with pytest.raises(DBAPIError, match="append-only"), archive.catalogue.engine.begin() as conn:
-        conn.execute(text("TRUNCATE custody_events"))
+def test_postgres_refuses_truncate(pg_url: str, clock: FixedClock, tmp_path: Path) -> None:
+    arch = Archive(load_settings(tmp_path / "storage", pg_url, collector="t", env={}), clock=clock)
+    arch.init()
+    try:
+        with pytest.raises(DBAPIError, match="append-only"), arch.catalogue.engine.begin() as conn:
+            conn.execute(text("TRUNCATE custody_events"))
+    finally:
+        arch.close()
 
 
 def _tamper(archive: Archive, sql: str) -> None:
@@ -90,7 +98,7 @@ def _tamper(archive: Archive, sql: str) -> None:
 @pytest.mark.parametrize(
     ("sql", "bad_seq", "kind"),
     [
-        ("UPDATE custody_events SET details = '{\"i\":99,\"text\":\"x\"}' WHERE seq = 4", 4, "hash"),
+        ('UPDATE custody_events SET details = \'{"i":99,"text":"x"}\' WHERE seq = 4', 4, "hash"),
         ("UPDATE custody_events SET actor = 'mallory' WHERE seq = 3", 3, "hash"),
         ("DELETE FROM custody_events WHERE seq = 5", 6, "gap"),
         ("DELETE FROM custody_events WHERE seq = 7", None, None),  # cutting the head: caught by checkpoints, not here

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from archiver.errors import ArchiverError, KeyError_
+from archiver.errors import ArchiverError, SigningKeyError
 from archiver.keys import (
     PRIVATE_KEY_NAME,
     PUBLIC_KEY_NAME,
@@ -73,7 +73,7 @@ def test_creating_twice_is_harmless_and_keeps_the_first_key(key_dir: Path) -> No
 def test_only_a_private_key_is_an_error_that_says_how_to_recover(key_dir: Path) -> None:
     info = create_key(key_dir)
     info.public_key_path.unlink()
-    with pytest.raises(KeyError_) as caught:
+    with pytest.raises(SigningKeyError) as caught:
         create_key(key_dir)
     assert PUBLIC_KEY_NAME in caught.value.message
     assert caught.value.hint is not None and "openssl pkey" in caught.value.hint
@@ -89,7 +89,7 @@ def test_only_a_private_key_is_an_error_that_says_how_to_recover(key_dir: Path) 
 def test_only_a_public_key_is_an_error_and_no_new_key_is_made(key_dir: Path) -> None:
     info = create_key(key_dir)
     info.private_key_path.unlink()
-    with pytest.raises(KeyError_) as caught:
+    with pytest.raises(SigningKeyError) as caught:
         create_key(key_dir)
     assert "private key" in caught.value.message
     assert caught.value.hint is not None and "backup" in caught.value.hint
@@ -123,9 +123,7 @@ def test_another_key_or_a_broken_key_does_not_verify_and_never_raises(key_dir: P
     create_key(key_dir)
     signature = load_signer(key_dir).sign(b"receipt")
     other = Ed25519PrivateKey.generate().public_key()
-    other_pem = other.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    other_pem = other.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     assert not verify_signature(other_pem, b"receipt", signature)
     assert not verify_signature(b"not a key", b"receipt", signature)
     assert not verify_signature(b"", b"receipt", signature)
@@ -150,7 +148,7 @@ def test_openssl_verifies_our_signatures(key_dir: Path, tmp_path: Path) -> None:
 def test_a_private_key_others_can_access_is_refused(key_dir: Path, mode: int) -> None:
     info = create_key(key_dir)
     info.private_key_path.chmod(mode)
-    with pytest.raises(KeyError_) as caught:
+    with pytest.raises(SigningKeyError) as caught:
         load_signer(key_dir)
     assert "accessible to other users" in caught.value.message
     assert caught.value.hint is not None and "chmod 600" in caught.value.hint
@@ -167,12 +165,12 @@ def test_a_public_key_from_another_pair_is_refused(key_dir: Path, tmp_path: Path
     create_key(key_dir)
     other = create_key(tmp_path / "other")
     (key_dir / PUBLIC_KEY_NAME).write_bytes(other.public_pem)
-    with pytest.raises(KeyError_, match="does not belong"):
+    with pytest.raises(SigningKeyError, match="does not belong"):
         load_signer(key_dir)
 
 
 def test_missing_key_says_to_run_init(tmp_path: Path) -> None:
-    with pytest.raises(KeyError_) as caught:
+    with pytest.raises(SigningKeyError) as caught:
         load_signer(tmp_path)
     assert caught.value.hint is not None and "archiver init" in caught.value.hint
     assert isinstance(caught.value, ArchiverError)
@@ -182,7 +180,7 @@ def test_a_garbled_private_key_is_a_key_error(key_dir: Path) -> None:
     info = create_key(key_dir)
     info.private_key_path.chmod(0o600)
     info.private_key_path.write_bytes(b"-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
-    with pytest.raises(KeyError_, match="not an unencrypted PEM private key"):
+    with pytest.raises(SigningKeyError, match="not an unencrypted PEM private key"):
         load_signer(key_dir)
 
 

@@ -44,27 +44,87 @@ def _edit(old: str, new: str) -> str:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("url: https://youtu.be/AAAAAAAAAAA", "url: ftp://example.org/x", "m.yaml:25: incidents[0].sources[0].url: scheme 'ftp' is not supported"),
-        ("    facility: Test Hospital\n", "    facility: Test Hospital\n    colour: red\n", "m.yaml:15: incidents[0].colour: unknown key"),
-        ("      start: 2017-04-04T06:30", "      start: 2017-02-30", "m.yaml:6: incidents[0].when.start: '2017-02-30' is not a valid date"),
-        ("      start: 2017-04-04T06:30", "      start: 2099-01-01", "m.yaml:6: incidents[0].when.start: 2099-01-01 is in the future"),
-        ("      start: 2017-04-04T06:30", "      start: yesterday", "m.yaml:6: incidents[0].when.start: 'yesterday' is not a date"),
-        ("      timezone: Asia/Damascus\n", "", "m.yaml:6: incidents[0].when.start: a time of day needs a UTC offset or when.timezone"),
-        ("timezone: Asia/Damascus", "timezone: Mars/Olympus", "m.yaml:7: incidents[0].when.timezone: unknown time zone 'Mars/Olympus'"),
+        (
+            "url: https://youtu.be/AAAAAAAAAAA",
+            "url: ftp://example.org/x",
+            "m.yaml:25: incidents[0].sources[0].url: scheme 'ftp' is not supported",
+        ),
+        (
+            "    facility: Test Hospital\n",
+            "    facility: Test Hospital\n    colour: red\n",
+            "m.yaml:15: incidents[0].colour: unknown key",
+        ),
+        (
+            "      start: 2017-04-04T06:30",
+            "      start: 2017-02-30",
+            "m.yaml:6: incidents[0].when.start: '2017-02-30' is not a valid date",
+        ),
+        (
+            "      start: 2017-04-04T06:30",
+            "      start: 2099-01-01",
+            "m.yaml:6: incidents[0].when.start: 2099-01-01 is in the future",
+        ),
+        (
+            "      start: 2017-04-04T06:30",
+            "      start: yesterday",
+            "m.yaml:6: incidents[0].when.start: 'yesterday' is not a date",
+        ),
+        (
+            "      timezone: Asia/Damascus\n",
+            "",
+            "m.yaml:6: incidents[0].when.start: a time of day needs a UTC offset or when.timezone",
+        ),
+        (
+            "timezone: Asia/Damascus",
+            "timezone: Mars/Olympus",
+            "m.yaml:7: incidents[0].when.timezone: unknown time zone 'Mars/Olympus'",
+        ),
         ("lat: 35.44", "lat: 135.44", "m.yaml:12: incidents[0].place.lat: 135.44 is out of range -90..90"),
         ("      lon: 36.65\n", "", "m.yaml:9: incidents[0].place: lat and lon go together"),
-        ("country: SY", "country: Syria", "m.yaml:11: incidents[0].place.country: 'Syria' is not an ISO 3166-1 alpha-2 code"),
+        (
+            "country: SY",
+            "country: Syria",
+            "m.yaml:11: incidents[0].place.country: 'Syria' is not an ISO 3166-1 alpha-2 code",
+        ),
         ("    title: Test strike on a hospital\n", "", "m.yaml:3: incidents[0].title: required field is missing"),
         ("id: test-hospital-strike-2017-04-04", "id: Test Hospital", "m.yaml:3: incidents[0].id: must be a slug"),
-        ("published: 2017-04-05", "published: 2030-01-01", "m.yaml:23: incidents[0].reports[0].published: 2030-01-01 is in the future"),
-        ("        cited_by: r1\n        cited_as", "        cited_by: r9\n        cited_as", "m.yaml:27: incidents[0].sources[0].cited_by: no report with id 'r9'"),
+        (
+            "published: 2017-04-05",
+            "published: 2030-01-01",
+            "m.yaml:23: incidents[0].reports[0].published: 2030-01-01 is in the future",
+        ),
+        (
+            "        cited_by: r1\n        cited_as",
+            "        cited_by: r9\n        cited_as",
+            "m.yaml:27: incidents[0].sources[0].cited_by: no report with id 'r9'",
+        ),
         ("        kind: video", "        kind: film", "m.yaml:26: incidents[0].sources[0].kind: 'film' is not one of"),
-        ("      - lead: Example", "      - url: https://example.org/a\n        lead: Example", "m.yaml:29: incidents[0].sources[1]: give either url"),
+        (
+            "      - lead: Example",
+            "      - url: https://example.org/a\n        lead: Example",
+            "m.yaml:29: incidents[0].sources[1]: give either url",
+        ),
         ("version: 1", "version: 2", "m.yaml:1: version: only manifest version 1 is supported"),
-        ("    facility: Test Hospital\n", "    facility: Test Hospital\n    facility: Other\n", "m.yaml:15: incidents[0].facility: duplicate key"),
-        ("url: https://youtu.be/AAAAAAAAAAA", "url: https://user:pw@example.org/", "m.yaml:25: incidents[0].sources[0].url:"),
-        ("    categories: [attack-on-medical-facility, airstrike]", "    categories: attack", "m.yaml:15: incidents[0].categories: expected a list"),
-        ("      start: 2017-04-04T06:30\n", "      start: 2017-04-04T06:30\n      end: 2017-04-01\n", "m.yaml:7: incidents[0].when.end: 2017-04-01 is before the start"),
+        (
+            "    facility: Test Hospital\n",
+            "    facility: Test Hospital\n    facility: Other\n",
+            "m.yaml:15: incidents[0].facility: duplicate key",
+        ),
+        (
+            "url: https://youtu.be/AAAAAAAAAAA",
+            "url: https://user:pw@example.org/",
+            "m.yaml:25: incidents[0].sources[0].url:",
+        ),
+        (
+            "    categories: [attack-on-medical-facility, airstrike]",
+            "    categories: attack",
+            "m.yaml:15: incidents[0].categories: expected a list",
+        ),
+        (
+            "      start: 2017-04-04T06:30\n",
+            "      start: 2017-04-04T06:30\n      end: 2017-04-01\n",
+            "m.yaml:7: incidents[0].when.end: 2017-04-01 is before the start",
+        ),
     ],
 )
 def test_each_problem_names_file_line_and_field(old: str, new: str, expected: str) -> None:
@@ -89,7 +149,9 @@ def test_duplicate_ids_across_files_reject_the_later_file(tmp_path: Path) -> Non
     incidents, errors = read_files([tmp_path], TEST_TODAY)
     assert [i.path for i in incidents] == [str(tmp_path / "a.yaml")]
     assert len(errors) == 1
-    assert errors[0].message.startswith(f"{tmp_path / 'b.yaml'}:3: id: incident 'test-hospital-strike-2017-04-04' is already defined at ")
+    assert errors[0].message.startswith(
+        f"{tmp_path / 'b.yaml'}:3: id: incident 'test-hospital-strike-2017-04-04' is already defined at "
+    )
 
 
 def test_bad_file_loads_nothing_good_file_loads(tmp_path: Path) -> None:
@@ -125,8 +187,28 @@ documents = st.recursive(
     lambda inner: st.one_of(
         st.lists(inner, max_size=4),
         st.dictionaries(
-            st.sampled_from(["version", "incidents", "id", "title", "when", "start", "place", "name", "country",
-                             "summary", "sources", "url", "lead", "reports", "lat", "lon", "timezone", "x"]),
+            st.sampled_from(
+                [
+                    "version",
+                    "incidents",
+                    "id",
+                    "title",
+                    "when",
+                    "start",
+                    "place",
+                    "name",
+                    "country",
+                    "summary",
+                    "sources",
+                    "url",
+                    "lead",
+                    "reports",
+                    "lat",
+                    "lon",
+                    "timezone",
+                    "x",
+                ]
+            ),
             inner,
             max_size=6,
         ),

@@ -24,8 +24,16 @@ def _snapshot(archive: Archive) -> dict[str, Any]:
                 (i.id, i.title, i.when_start, i.summary, i.place_admin, i.categories)
                 for i in s.scalars(select(Incident).order_by(Incident.id))
             ],
-            "sources": [(x.id, x.identity_key, x.url, x.lead, x.kind, x.status) for x in s.scalars(select(Source).order_by(Source.id))],
-            "links": sorted(tuple(r) for r in s.execute(select(incident_sources.c.incident_id, incident_sources.c.source_id, incident_sources.c.cited_as))),
+            "sources": [
+                (x.id, x.identity_key, x.url, x.lead, x.kind, x.status)
+                for x in s.scalars(select(Source).order_by(Source.id))
+            ],
+            "links": sorted(
+                tuple(r)
+                for r in s.execute(
+                    select(incident_sources.c.incident_id, incident_sources.c.source_id, incident_sources.c.cited_as)
+                )
+            ),
             "events": s.scalar(select(func.count()).select_from(CustodyEvent)),
         }
 
@@ -57,7 +65,9 @@ def test_changed_field_is_updated_and_recorded_with_old_and_new(archive: Archive
     with archive.session() as s:
         event = s.scalars(select(CustodyEvent).where(CustodyEvent.action == "incident.updated")).one()
         doc = custody.document_of(event)
-        assert doc["details"]["changes"] == {"title": {"old": "Test strike on a hospital", "new": "Test strike on a field hospital"}}
+        assert doc["details"]["changes"] == {
+            "title": {"old": "Test strike on a hospital", "new": "Test strike on a field hospital"}
+        }
         assert event.incident_id == "test-hospital-strike-2017-04-04"
         assert s.get(Incident, "test-hospital-strike-2017-04-04").title == "Test strike on a field hospital"  # type: ignore[union-attr]
 

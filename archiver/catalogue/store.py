@@ -5,7 +5,7 @@ Every change appends its custody event in the same transaction as the change."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,7 +195,7 @@ class Store:
     def incidents(self) -> list[Incident]:
         return list(self.s.scalars(select(Incident).order_by(Incident.when_start, Incident.id)))
 
-    def links(self, incident_id: str) -> list[Mapping[str, Any]]:
+    def links(self, incident_id: str) -> list[Any]:
         rows = self.s.execute(
             select(incident_sources)
             .where(incident_sources.c.incident_id == incident_id)

@@ -1,0 +1,268 @@
+"""The capture run end to end: real HTTP on 127.0.0.1, real WARC files, real catalogue (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from archiver import custody
+from archiver.archive import Archive
+from archiver.capture.fetch import FetchSettings
+from archiver.capture.gate import HostGate
+from archiver.capture.job import CaptureJob
+from archiver.catalogue.models import Artifact, Capture, Source, WarcFile
+from archiver.catalogue.store import SourceRequest
+from archiver.manifest import parse_text
+from archiver.warc.reader import check_file, iter_records
+from tests.conftest import TEST_TODAY
+from tests.support.hostile import HostileServer
+from tests.support.hostile import hostile_server as hostile_server
+from tests.support.site import Site
+from tests.support.site import site as site
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000") + b"\x00" * 20
+
+REPORT = """<!doctype html><html><head><title>Hospital struck</title><link rel="stylesheet" href="/style.css"></head>
+<body><nav><a href="/about">About us</a> <a href="/category/news">News</a></nav>
+<article><h1>Hospital struck in the night</h1>
+<p>The surgical hospital was hit by several airstrikes overnight and is out of service, according to local medics.
+Footage of the destruction <a href="/footage.html">was published by a local media centre</a> shortly after.</p>
+<p>The health directorate <a href="/statement.html">issued a statement</a> mourning a doctor killed in the strike,
+and a civil defence volunteer described the rescue to reporters at the scene in detail.</p>
+<img src="/photo.png" alt="damage"></article>
+<footer><a href="/privacy">Privacy</a> <a href="mailto:desk@example.org">Contact</a></footer></body></html>"""
+
+MANIFEST = """version: 1
+incidents:
+  - id: test-hospital-2017-03-25
+    title: Strike on a test hospital
+    when: {{start: 2017-03-25}}
+    place: {{name: Testtown, country: SY}}
+    summary: A test incident.
+    reports:
+      - id: r1
+        url: {report}
+        title: Hospital struck
+"""
+
+
+def _site_with_report(site: Site) -> str:
+    site.add("/style.css", "body { background: url(/bg.png) }", "text/css")
+    site.add("/bg.png", PNG, "image/png")
+    site.add("/photo.png", PNG, "image/png")
+    site.add("/footage.html", "<html><body><p>footage page</p><img src='/photo.png'></body></html>")
+    site.add("/statement.html", "<html><body><p>statement</p><a href='/deeper.html'>deeper</a></body></html>")
+    return site.add("/report.html", REPORT)
+
+
+def _job(archive: Archive, **kw: object) -> CaptureJob:
+    settings = FetchSettings(
+        connect_timeout=1, read_timeout=1, total_timeout=2, retries=1, backoff_base=0.05, backoff_max=0.2
+    )
+    return CaptureJob(archive, workers=4, fetch_settings=settings, gate=HostGate(4, 0.0), **kw)  # type: ignore[arg-type]
+
+
+def _assert_catalogue_matches_warcs(archive: Archive) -> None:
+    """Every artifact row points at a record that is on disk, whose digests are the row's."""
+    warc_dir = archive.settings.warc_dir
+    assert not list(warc_dir.glob("*.open")), "a finished run leaves no open WARC"
+    with archive.session() as s:
+        files = {w.id: w for w in s.scalars(select(WarcFile))}
+        for w in files.values():
+            path = warc_dir / w.name
+            assert w.status == "closed" and w.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+            assert check_file(path) == []
+            assert path.stat().st_mode & 0o222 == 0, "closed WARC files are read-only"
+        records = {}
+        for w in files.values():
+            for rec in iter_records(warc_dir / w.name):
+                records[rec.record_id] = (w.id, rec)
+        for a in s.scalars(select(Artifact)):
+            wid, rec = records[a.record_id]
+            assert (wid, rec.offset, rec.length) == (a.warc_file_id, a.offset, a.length)
+            assert rec.block_sha256 == a.block_sha256
+            declared = dict(rec.headers).get("WARC-Payload-Digest")
+            assert a.payload_sha256 == (rec.payload_sha256 if declared else None)
+        assert custody.check_chain(s).ok
+
+
+def test_report_page_requisites_and_citations(archive: Archive, site: Site) -> None:
+    report_url = _site_with_report(site)
+    with archive.store() as store:
+        store.load(parse_text(MANIFEST.format(report=report_url), "m.yaml", TEST_TODAY))
+    summary = _job(archive).run()
+    by_url = {c.url: c for c in summary.captures}
+    assert by_url[report_url].outcome == "ok" and by_url[report_url].discovered == 2
+    # The cited pages are captured at depth 1; what they cite is not followed further.
+    assert {site.url("/footage.html"), site.url("/statement.html")} <= set(by_url)
+    assert site.url("/deeper.html") not in by_url and "/deeper.html" not in site.hits
+    assert "/about" not in site.hits and "/privacy" not in site.hits  # navigation and footer are not citations
+    assert site.hits["/bg.png"] == 1  # a requisite of a stylesheet
+    with archive.session() as s:
+        report = s.scalars(select(Source).where(Source.url == report_url)).one()
+        cited = s.scalars(select(Source).where(Source.discovered_from_id == report.id)).all()
+        assert {c.depth for c in cited} == {1} and all(c.status == "captured" for c in cited)
+        assert [i.id for i in cited[0].incidents] == ["test-hospital-2017-03-25"]
+        roles = {a.role for a in s.scalars(select(Artifact).join(Capture).where(Capture.source_id == report.id))}
+        assert roles == {"page", "request", "requisite"}
+        events = [e.action for e in custody.events_for_incident(s, "test-hospital-2017-03-25")]
+        assert events.count("source.discovered") == 2 and "collected" in events and "stored" in events
+    _assert_catalogue_matches_warcs(archive)
+    # Nothing is pending any more: a second run captures nothing.
+    assert _job(archive).run().captures == []
+
+
+HOSTILE = {
+    "/ok": "ok",
+    "/404": "gone",
+    "/410": "gone",
+    "/flaky?key=job": "ok",
+    "/reset": "failed",
+    "/endless": "failed",
+    "/slow": "failed",
+    "/loop": "failed",
+    "/redirect?n=3": "ok",
+    "/wrong-length": "failed",
+    "/gzip-bomb": "ok",
+    "/arabic": "ok",
+    "/cp1256": "ok",
+    "/pdf": "ok",
+    "/chunked": "ok",
+}
+
+
+def test_hostile_servers_are_recorded_and_the_run_goes_on(archive: Archive, hostile_server: HostileServer) -> None:
+    with archive.store() as store:
+        store.load(parse_text(MANIFEST.format(report="https://example.invalid/r"), "m.yaml", TEST_TODAY))
+        ids = {}
+        for path in HOSTILE:
+            src, _ = store.add_source("test-hospital-2017-03-25", SourceRequest(url=hostile_server.url(path)))
+            ids[src.id] = path
+    summary = _job(archive).run(list(ids))
+    got = {ids[c.source_id]: c.outcome for c in summary.captures}
+    assert got == HOSTILE
+    with archive.session() as s:
+        for cap in s.scalars(select(Capture)):
+            assert cap.outcome in ("ok", "failed", "gone") and cap.ended_at is not None
+            if cap.outcome == "failed":
+                assert cap.error
+        truncated = [c for c in s.scalars(select(Capture)) if c.details.get("truncated")]
+        assert truncated, "cut bodies are kept and marked"
+        bomb = s.scalars(
+            select(Artifact).where(Artifact.target_uri == hostile_server.url("/gzip-bomb"), Artifact.role == "page")
+        ).one()
+        assert bomb.size < 100_000
+    _assert_catalogue_matches_warcs(archive)
+
+
+def test_failed_sources_are_retried_then_left(sqlite_archive: Archive, site: Site) -> None:
+    url = site.url("/missing-then-present.html")
+    with sqlite_archive.store() as store:
+        store.ensure_source(SourceRequest(url=site.url("/down")))  # 404: gone, not retried
+        _src, _ = store.ensure_source(SourceRequest(url=url))
+    site.server.shutdown()  # nothing answers: connection errors
+    site.server.server_close()
+    first = _job(sqlite_archive).run()
+    assert {c.outcome for c in first.captures} == {"failed"}
+    assert len(_job(sqlite_archive).pending_sources()) == 2
+
+
+def test_capture_url_without_incident_and_recovery_of_interrupted(sqlite_archive: Archive, site: Site) -> None:
+    url = site.add("/one.html", "<html><body>one</body></html>")
+    with sqlite_archive.session() as s:
+        src = Source(identity_key=url, url=url, kind="article", status="pending", created_at=sqlite_archive.clock.now())
+        s.add(src)
+        s.flush()
+        s.add(
+            Capture(
+                source_id=src.id, method="web", started_at=sqlite_archive.clock.now(), outcome="running", collector="x"
+            )
+        )
+    summary = _job(sqlite_archive).capture_url(url)
+    assert summary.interrupted == 1 and [c.outcome for c in summary.captures] == ["ok"]
+    with sqlite_archive.session() as s:
+        outcomes = sorted(c.outcome for c in s.scalars(select(Capture)))
+    assert outcomes == ["interrupted", "ok"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_kill_9_at_random_points_then_resume(tmp_path: Path, site: Site) -> None:
+    """A real `archiver run` killed repeatedly at random moments; the next run repairs, resumes and completes."""
+    import random
+    import signal
+    import time
+
+    for i in range(60):
+        site.add(f"/p{i}.html", f"<html><body><p>page {i}</p><img src='/img{i % 7}.png'></body></html>")
+    for i in range(7):
+        site.add(f"/img{i}.png", PNG * (50 + i * 400), "image/png")
+    root = tmp_path / "storage"
+    env_cli = [sys.executable, "-m", "archiver", "--root", str(root), "--collector", "kill-test"]
+    subprocess.run([*env_cli, "init"], check=True, capture_output=True)
+    settings_file = root / "settings.toml"
+    settings_file.write_text(settings_file.read_text().replace("per_host_delay = 0.1", "per_host_delay = 0.0"))
+    manifest = tmp_path / "m.yaml"
+    lines = [MANIFEST.format(report=site.url("/p0.html")).replace("{{", "{").replace("}}", "}")]
+    manifest.write_text(lines[0], encoding="utf-8")
+    subprocess.run([*env_cli, "manifest", "load", str(manifest)], check=True, capture_output=True)
+    for i in range(1, 60):
+        subprocess.run(
+            [*env_cli, "source", "add", site.url(f"/p{i}.html"), "--incident", "test-hospital-2017-03-25"],
+            check=True,
+            capture_output=True,
+        )
+    rng = random.Random(1234)
+    kills = 0
+    for _ in range(10):
+        proc = subprocess.Popen([*env_cli, "run", "--workers", "4"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.4, 1.2))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    final = subprocess.run([*env_cli, "run", "--json"], capture_output=True, text=True, timeout=60)
+    assert final.returncode == 0, final.stderr
+    assert kills >= 3
+    settings_root = root
+    from archiver.config import load_settings
+
+    arch = Archive(load_settings(settings_root, None, env={}))
+    try:
+        with arch.session() as s:
+            statuses = {src.status for src in s.scalars(select(Source).where(Source.url.is_not(None)))}
+            assert statuses == {"captured"}
+            assert not s.scalars(select(Capture).where(Capture.outcome == "running")).all()
+        for w in arch.settings.warc_dir.glob("*.warc.gz"):
+            check = subprocess.run([str(Path(sys.executable).parent / "warcio"), "check", str(w)], capture_output=True)
+            assert check.returncode == 0, check.stdout
+        _assert_catalogue_matches_warcs_allow_repaired(arch)
+    finally:
+        arch.close()
+
+
+def _assert_catalogue_matches_warcs_allow_repaired(archive: Archive) -> None:
+    warc_dir = archive.settings.warc_dir
+    assert not list(warc_dir.glob("*.open"))
+    with archive.session() as s:
+        files = {w.id: w for w in s.scalars(select(WarcFile))}
+        records = {}
+        for w in files.values():
+            assert w.status in ("closed", "repaired")
+            assert w.sha256 == hashlib.sha256((warc_dir / w.name).read_bytes()).hexdigest()
+            for rec in iter_records(warc_dir / w.name):
+                records[rec.record_id] = (w.id, rec)
+        for a in s.scalars(select(Artifact)):
+            wid, rec = records[a.record_id]
+            assert (wid, rec.offset, rec.length, rec.block_sha256) == (
+                a.warc_file_id,
+                a.offset,
+                a.length,
+                a.block_sha256,
+            )
+        assert custody.check_chain(s).ok
