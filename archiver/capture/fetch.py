@@ -38,6 +38,7 @@ __all__ = ["Exchange", "FetchResult", "FetchSettings", "Fetcher", "Outcome", "ex
 
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})  # RFC 9110 §15.4
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # RFC 9110 §9.2.2: safe to retry
 DEFAULT_USER_AGENT = f"evidence-archiver/{archiver.__version__} (+https://github.com/evidence-archiver)"
 DEFAULT_HEADERS = (
     ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
@@ -187,7 +188,19 @@ class Fetcher:
 
     # -- one URL ---------------------------------------------------------------------------------------------
 
-    def fetch(self, url: str, *, headers: Mapping[str, str] | None = None) -> FetchResult:
+    def fetch(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        method: str = "GET",
+        body: bytes | None = None,
+    ) -> FetchResult:
+        """Fetch ``url`` with ``method`` (and ``body``, stored in the request record's payload).
+
+        A 303, or a 301/302 answering a POST, turns the next hop into a GET without body (RFC 9110 §15.4.2-4);
+        307 and 308 repeat the method and body. Only idempotent methods are retried (RFC 9110 §9.2.2).
+        """
         session = self._session()
         session.cookies.clear()  # cookies live for one fetch (its redirect chain), never across sources
         deadline = time.monotonic() + self.settings.total_timeout
@@ -218,7 +231,7 @@ class Fetcher:
             if state in seen:
                 return done(Outcome.REDIRECT_LOOP, f"redirect loop back to {current}")
             seen.add(state)
-            attempt = self._with_retries(session, current, headers, deadline, exchanges)
+            attempt = self._with_retries(session, current, headers, deadline, exchanges, method, body)
             ex = attempt.exchange
             if ex is None or ex.response is None:
                 return done(attempt.failure or Outcome.CONNECTION_ERROR, attempt.error)
@@ -229,6 +242,8 @@ class Fetcher:
                 return done(Outcome.TOO_MANY_REDIRECTS, f"more than {self.settings.max_redirects} redirects")
             hops += 1
             current = httpwire.resolve_location(ex.url, location)
+            if (ex.status == 303 and method != "HEAD") or (ex.status in (301, 302) and method == "POST"):
+                method, body = "GET", None
 
     def _with_retries(
         self,
@@ -237,13 +252,15 @@ class Fetcher:
         headers: Mapping[str, str] | None,
         deadline: float,
         exchanges: list[Exchange],
+        method: str = "GET",
+        body: bytes | None = None,
     ) -> _Attempt:
         tries = 0
         while True:
-            attempt = self._attempt(session, url, headers, deadline)
+            attempt = self._attempt(session, url, headers, deadline, method, body)
             if attempt.exchange is not None:
                 exchanges.append(attempt.exchange)
-            if not attempt.retryable or tries >= self.settings.retries:
+            if not attempt.retryable or tries >= self.settings.retries or method not in IDEMPOTENT_METHODS:
                 return attempt
             delay = min(self.settings.backoff_max, self.settings.backoff_base * 2**tries)
             if attempt.exchange is not None:
@@ -270,7 +287,13 @@ class Fetcher:
         return merged
 
     def _attempt(
-        self, session: requests.Session, url: str, headers: Mapping[str, str] | None, deadline: float
+        self,
+        session: requests.Session,
+        url: str,
+        headers: Mapping[str, str] | None,
+        deadline: float,
+        method: str = "GET",
+        body: bytes | None = None,
     ) -> _Attempt:
         settings = self.settings
         remaining = deadline - time.monotonic()
@@ -278,7 +301,8 @@ class Fetcher:
             return _Attempt(None, Outcome.TIMEOUT, retryable=False, error="total timeout reached")
         started = self._clock.now()
         try:
-            prep = session.prepare_request(requests.Request("GET", url, headers=self._request_headers(url, headers)))
+            request = requests.Request(method, url, headers=self._request_headers(url, headers), data=body)
+            prep = session.prepare_request(request)
         except (requests.RequestException, ValueError) as exc:
             return _Attempt(None, Outcome.INVALID_URL, False, httpwire.one_line(f"cannot request {url}: {exc}"))
         target = prep.url or url
@@ -286,16 +310,19 @@ class Fetcher:
         # tunnels carry the origin-form request unchanged.
         absolute = self._forward_proxy and target.lower().startswith("http:")
         head, redacted = httpwire.serialise_request_head(
-            "GET", target, prep.headers.items(), absolute_form=absolute, redact=settings.redact_headers
+            method, target, prep.headers.items(), absolute_form=absolute, redact=settings.redact_headers
         )
-        request_builder = BlockBuilder(has_payload=False)  # a GET has no body, hence no payload digest
+        # A request without a body has no payload, hence no payload digest (WARC 1.1 §5.9).
+        request_builder = BlockBuilder(has_payload=body is not None)
         request_builder.write_head(head)
+        if body is not None:
+            request_builder.write_payload(body)
         request_block = request_builder.finish()
 
         def no_response(outcome: Outcome, exc: BaseException, retryable: bool) -> _Attempt:
             error = _describe(exc)
             ex = Exchange(
-                method="GET", url=target, request=request_block, response=None, status=None, reason=None,
+                method=method, url=target, request=request_block, response=None, status=None, reason=None,
                 headers=(), peer_ip=None, proxy=self._proxy_label, started_at=started,
                 ended_at=self._clock.now(), redacted=redacted, error=error,
             )  # fmt: skip
@@ -316,7 +343,7 @@ class Fetcher:
             return no_response(Outcome.CONNECTION_ERROR, exc, retryable=False)  # retrying will not fix it
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             return no_response(Outcome.CONNECTION_ERROR, exc, retryable=True)
-        return self._read_response(resp, target, request_block, redacted, started, deadline)
+        return self._read_response(resp, target, request_block, redacted, started, deadline, method)
 
     def _read_response(
         self,
@@ -326,6 +353,7 @@ class Fetcher:
         redacted: tuple[str, ...],
         started: datetime,
         deadline: float,
+        method: str = "GET",
     ) -> _Attempt:
         raw = resp.raw
         peer = httpwire.peer_ip(raw)  # before the connection can go back to the pool
@@ -338,7 +366,7 @@ class Fetcher:
             raw.release_conn()  # complete: the connection may be reused
         resp.close()  # otherwise this drops the connection, unread bytes and all
         ex = Exchange(
-            method="GET", url=target, request=request_block, response=builder.finish(),
+            method=method, url=target, request=request_block, response=builder.finish(),
             status=resp.status_code, reason=reason, headers=headers, peer_ip=peer, proxy=self._proxy_label,
             started_at=started, ended_at=self._clock.now(), truncated=truncated, redacted=redacted,
             error=error,

@@ -21,18 +21,29 @@ yt-dlp's HLS downloader delegates to it.
 
 from __future__ import annotations
 
+import copy
+import fcntl
 import functools
+import hashlib
 import io
+import os
+import shutil
+import subprocess
+import tempfile
 import threading
+import time
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import Message
-from http.cookiejar import CookieJar
+from http.cookiejar import Cookie, CookieJar, LoadError
+from pathlib import Path
 from typing import Any
 
 import yt_dlp
+import yt_dlp.version
+from yt_dlp.cookies import YoutubeDLCookieJar
 from yt_dlp.downloader import get_suitable_downloader
 from yt_dlp.downloader.dash import DashSegmentsFD
 from yt_dlp.downloader.hls import HlsFD
@@ -41,16 +52,21 @@ from yt_dlp.downloader.ism import IsmFD
 from yt_dlp.downloader.mhtml import MhtmlFD
 from yt_dlp.networking.common import RequestHandler, Response
 from yt_dlp.networking.exceptions import HTTPError, IncompleteRead, RequestError, TransportError, UnsupportedRequest
+from yt_dlp.utils import YoutubeDLError
 
 from archiver.capture import httpwire
 from archiver.capture.fetch import REDIRECT_STATUSES, Exchange, Fetcher, Outcome
-from archiver.warc.block import CHUNK
+from archiver.errors import ConfigError, ToolMissingError
+from archiver.warc.block import CHUNK, Block, Digest
 
 # Downloaders that fetch through ``YoutubeDL.urlopen`` (hence through ArchiverRH). Every other one (ffmpeg,
 # rtmpdump, aria2c, websocket fragments) opens connections the archive would never see.
 NATIVE_DOWNLOADERS = (HttpFD, HlsFD, DashSegmentsFD, IsmFD, MhtmlFD)
 # What the spooled body can be decoded from; anything else is not asked for (RFC 9110 §12.5.3).
 ACCEPT_ENCODING = "gzip, deflate"
+MAX_REQUEST_BODY = 8 << 20  # an API call's POST body
+# A compressed page or API answer is inflated up to this size; past it yt-dlp gets an error, not the memory.
+MAX_DECODED = 256 << 20
 # ffmpeg input options: local files only (segments yt-dlp already downloaded), never a network protocol.
 FFMPEG_INPUT_ARGS = ["-protocol_whitelist", "file,pipe,crypto,data"]
 
@@ -105,14 +121,17 @@ class ExchangeLog:
 class SpooledBody(io.RawIOBase):
     """The payload of a recorded response, read from its spool with ``Content-Encoding`` undone.
 
-    A body the Fetcher had to cut (WARC-Truncated) ends with :class:`IncompleteRead`, so yt-dlp treats it as
-    the broken transfer it was instead of a short file.
+    Each read asks the block for bytes at this reader's own offset, so two readers of one recorded response
+    (a cached replay) never disturb each other. Inflation is bounded per read and in total, so a gzip bomb
+    stored as a few KB cannot fill memory when yt-dlp reads a page whole. A body the Fetcher had to cut
+    (WARC-Truncated) ends with :class:`IncompleteRead`, so yt-dlp treats it as the broken transfer it was.
     """
 
     def __init__(self, ex: Exchange) -> None:
         super().__init__()
         assert ex.response is not None
-        self._chunks: Iterator[bytes] = ex.response.payload_chunks()
+        self._block = ex.response
+        self._pos = ex.response.payload_offset
         self._truncated = ex.truncated
         self._pending = b""
         self._read = 0
@@ -128,34 +147,39 @@ class SpooledBody(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                self._pending = self._inflate.flush() if self._inflate is not None else b""
-                self._inflate = None
-                if not self._pending:
-                    if self._truncated:
-                        raise IncompleteRead(partial=self._read)
-                    return 0
-                break
-            self._pending = self._decode(chunk)
+            data = self._inflate.unconsumed_tail if self._inflate is not None else b""
+            if not data:
+                data = next(iter(self._block.chunks(self._pos)), b"")
+                self._pos += len(data)
+            if data:
+                self._pending = self._decode(data)
+                continue
+            self._pending = self._inflate.flush() if self._inflate is not None else b""
+            self._inflate = None
+            if not self._pending:
+                if self._truncated:
+                    raise IncompleteRead(partial=self._read)
+                return 0
         n = min(len(view), len(self._pending))
         view[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         self._read += n
+        if self._read > MAX_DECODED and self._inflate is not None:
+            raise TransportError(f"body inflates to more than {MAX_DECODED} bytes; not handed to yt-dlp")
         return n
 
-    def _decode(self, chunk: bytes) -> bytes:
+    def _decode(self, data: bytes) -> bytes:
         if self._inflate is None:
-            return chunk
+            return data
         try:
-            return self._inflate.decompress(chunk)
+            return self._inflate.decompress(data, CHUNK)
         except zlib.error:
             if self._raw_deflate_tried or self._read:
                 raise
             # Some servers send raw DEFLATE under "deflate"; browsers accept it, so yt-dlp should too.
             self._raw_deflate_tried = True
             self._inflate = zlib.decompressobj(-15)
-            return self._inflate.decompress(chunk)
+            return self._inflate.decompress(data, CHUNK)
 
 
 class _HeaderPairs:
@@ -198,18 +222,17 @@ class FetcherTransport:
         self.max_redirects = max_redirects
 
     def send(self, method: str, url: str, headers: dict[str, str], data: object, jar: CookieJar) -> Any:
-        if method != "GET" or data is not None:
-            # The Fetcher sends GET only; a request we cannot record must not be sent another way.
-            raise UnsupportedRequest(f"the archiver records GET requests only, not {method} {url}")
+        body = _request_body(data)
         ranged = any(k.lower() == "range" for k in headers)
-        cached = None if ranged else self.log.cached(url)
+        cacheable = method == "GET" and body is None and not ranged
+        cached = self.log.cached(url) if cacheable else None
         if cached is not None:
             self.log.serve(cached)
             return self._answer(self.log.exchanges[cached])
         current, hops = url, 0
         while True:
             hop_headers = self._with_cookies(headers, current, jar)
-            result = self.fetcher.fetch(current, headers=hop_headers)
+            result = self.fetcher.fetch(current, headers=hop_headers, method=method, body=body)
             indices = [self.log.add(ex) for ex in result.exchanges]
             final = result.final
             if final is None or final.response is None:
@@ -217,7 +240,9 @@ class FetcherTransport:
                 if result.outcome == Outcome.INVALID_URL:
                     raise RequestError(reason)
                 raise TransportError(reason)
-            jar.extract_cookies(_CookieResponse(final.headers), urllib.request.Request(current))  # type: ignore[arg-type]
+            # RFC 6265 §5.3: the hop's Set-Cookie fields go into yt-dlp's jar (a Request only names the URL here).
+            hop = urllib.request.Request(current)  # noqa: S310 - nothing is opened
+            jar.extract_cookies(_CookieResponse(final.headers), hop)  # type: ignore[arg-type]
             location = final.header("Location") if final.status in REDIRECT_STATUSES else None
             if location is not None and final.truncated != "time":
                 hops += 1
@@ -225,10 +250,15 @@ class FetcherTransport:
                     self.log.serve(indices[-1])
                     raise HTTPError(to_ytdlp_response(final), redirect_loop=True)
                 current = httpwire.resolve_location(final.url, location)
+                # RFC 9110 §15.4.2-4: 303 (and 301/302 after a POST) continue as GET without the body.
+                if (final.status == 303 and method != "HEAD") or (final.status in (301, 302) and method == "POST"):
+                    method, body = "GET", None
+                    headers = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
                 continue
             self.log.serve(indices[-1])
-            if not ranged and final.truncated is None and final.status == 200:
+            if cacheable and method == "GET" and final.truncated is None and final.status == 200:
                 self.log.remember(url, indices[-1])
+                self.log.remember(final.url, indices[-1])  # yt-dlp re-extracts a redirect's target
             return self._answer(final)
 
     @staticmethod
@@ -241,12 +271,28 @@ class FetcherTransport:
     @staticmethod
     def _with_cookies(headers: dict[str, str], url: str, jar: CookieJar) -> dict[str, str]:
         out = {k: v for k, v in headers.items() if k.lower() != "cookie"}
-        probe = urllib.request.Request(url)
+        probe = urllib.request.Request(url)  # noqa: S310 - only asks the jar which cookies match
         jar.add_cookie_header(probe)
         cookies = [c for c in (headers.get("Cookie"), probe.get_header("Cookie")) if c]
         if cookies:
             out["Cookie"] = "; ".join(cookies)
         return out
+
+
+def _request_body(data: object) -> bytes | None:
+    """yt-dlp gives a body as bytes, a file or an iterable of bytes; the Fetcher stores it in the request
+    record, so it is read whole (API bodies are small; a larger one is refused rather than truncated)."""
+    if data is None or isinstance(data, bytes):
+        return data
+    if isinstance(data, io.IOBase) and hasattr(data, "read"):
+        body = data.read(MAX_REQUEST_BODY + 1)
+    elif isinstance(data, Iterable):
+        body = b"".join(data)
+    else:
+        raise UnsupportedRequest(f"request body of type {type(data).__name__}")
+    if not isinstance(body, bytes) or len(body) > MAX_REQUEST_BODY:
+        raise UnsupportedRequest(f"request body larger than {MAX_REQUEST_BODY} bytes")
+    return body
 
 
 class ArchiverRH(RequestHandler):  # type: ignore[misc]  # yt-dlp ships no type information
@@ -268,7 +314,8 @@ class ArchiverRH(RequestHandler):  # type: ignore[misc]  # yt-dlp ships no type 
 
     def _prepare_headers(self, request: Any, headers: Any) -> None:
         coding = headers.get("Accept-Encoding")
-        if coding is None or not {c.split(";")[0].strip() for c in coding.split(",")} <= {"gzip", "deflate", "identity"}:
+        asked = {c.split(";")[0].strip().lower() for c in (coding or "").split(",")}
+        if coding is None or not asked <= {"gzip", "deflate", "identity"}:
             headers["Accept-Encoding"] = ACCEPT_ENCODING
 
     def _send(self, request: Any) -> Any:
@@ -277,34 +324,41 @@ class ArchiverRH(RequestHandler):  # type: ignore[misc]  # yt-dlp ships no type 
 
 
 class YtdlpLogger:
-    """Collects yt-dlp's messages (it prints nothing itself) and the ffmpeg command lines it runs."""
+    """Collects yt-dlp's messages (it prints nothing itself) and the ffmpeg command lines it runs.
 
-    MAX_LINES = 2000
+    Debug lines are kept up to a bound (a long HLS download logs a line per fragment); warnings and errors
+    are always kept, since the outcome and its evidence are read from them.
+    """
+
+    MAX_DEBUG = 2000
 
     def __init__(self, log: ExchangeLog) -> None:
-        self.lines: list[str] = []
+        self.debug_lines: list[str] = []
+        self.notes: list[str] = []  # info, warnings and errors
         self.errors: list[str] = []
         self._log = log
 
-    def _keep(self, message: str) -> None:
-        if len(self.lines) < self.MAX_LINES:
-            self.lines.append(message)
-
     def debug(self, message: str) -> None:
         prefix = "[debug] ffmpeg command line: "
-        if message.startswith(prefix):
-            self._log.ffmpeg_commands.append((self._log.entry_id, message[len(prefix) :]))
-        self._keep(message)
+        command = message[len(prefix) :] if message.startswith(prefix) else ""
+        # yt-dlp logs ffprobe runs under the same label; only ffmpeg runs change bytes.
+        if command and not Path(command.split(" ", 1)[0].strip("'\"")).name.startswith("ffprobe"):
+            self._log.ffmpeg_commands.append((self._log.entry_id, command))
+        if message.startswith("[debug] "):
+            if len(self.debug_lines) < self.MAX_DEBUG:
+                self.debug_lines.append(message)
+        else:
+            self.notes.append(message)  # yt-dlp routes to_screen() through debug() too
 
     def info(self, message: str) -> None:
-        self._keep(message)
+        self.notes.append(message)
 
     def warning(self, message: str, *, once: bool = False) -> None:
-        self._keep(f"WARNING: {message}")
+        self.notes.append(f"WARNING: {message}")
 
     def error(self, message: str, *, is_error: bool = True) -> None:
         self.errors.append(message)
-        self._keep(message)
+        self.notes.append(message)
 
 
 class ArchivingYoutubeDL(yt_dlp.YoutubeDL):  # type: ignore[misc]  # yt-dlp ships no type information
@@ -348,3 +402,229 @@ class ArchivingYoutubeDL(yt_dlp.YoutubeDL):  # type: ignore[misc]  # yt-dlp ship
             return super().process_info(info_dict)
         finally:
             log.entry_id = saved
+
+
+# -- one run ---------------------------------------------------------------------------------------------------
+
+TEMP_PREFIX = "media-"
+LOCK_NAME = ".lock"
+STALE_UNLOCKED = 60.0  # seconds: a directory without its lock file younger than this may be being created
+
+
+@dataclass(frozen=True)
+class FfmpegTool:
+    path: str
+    version: str
+
+
+def check_ffmpeg() -> FfmpegTool:
+    """ffmpeg and ffprobe, or :class:`ToolMissingError`: without them yt-dlp silently leaves HLS downloads as
+    raw MPEG-TS under an .mp4 name and cannot merge separate video and audio streams."""
+    ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
+    if ffmpeg is None or ffprobe is None:
+        raise ToolMissingError(
+            "ffmpeg and ffprobe are required for video capture but were not found on PATH",
+            hint="install ffmpeg (for example: apt-get install -y ffmpeg) and run again",
+        )
+    try:
+        out = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ToolMissingError(f"ffmpeg at {ffmpeg} does not run: {exc}", hint="reinstall ffmpeg") from exc
+    words = out.split()
+    version = words[2] if len(words) > 2 and words[:2] == ["ffmpeg", "version"] else "unknown"
+    return FfmpegTool(ffmpeg, version)
+
+
+def ytdlp_version() -> str:
+    return str(yt_dlp.version.__version__)
+
+
+def load_cookies(path: Path | None) -> list[Cookie]:
+    """The cookies of a Netscape cookies.txt, read once; the file is never written back (yt-dlp would save
+    its jar into ``cookiefile`` on close)."""
+    if path is None:
+        return []
+    jar = YoutubeDLCookieJar(str(path))
+    try:
+        jar.load(ignore_discard=True, ignore_expires=True)
+    except (OSError, LoadError) as exc:
+        raise ConfigError(f"cannot read cookies file {path}: {exc}", hint="export it in Netscape format") from exc
+    return list(jar)
+
+
+class Workdir:
+    """A capture's own temporary directory under ``parent`` (yt-dlp skips files that exist, and ids collide
+    across sites). An exclusive ``flock`` on its lock file marks it live; a killed process drops the lock, so
+    :func:`sweep_temp` can tell leftovers from directories another worker is using."""
+
+    def __init__(self, parent: Path) -> None:
+        parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
+        self._fd = os.open(self.path / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def remove(self) -> None:
+        try:
+            shutil.rmtree(self.path, ignore_errors=True)
+        finally:
+            os.close(self._fd)
+
+
+def sweep_temp(parent: Path) -> list[Path]:
+    """Remove capture directories left under ``parent`` by a killed run; returns what was removed."""
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for path in sorted(parent.glob(TEMP_PREFIX + "*")):
+        if not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            fd = os.open(path / LOCK_NAME, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if time.time() - path.stat().st_mtime < STALE_UNLOCKED:
+                continue  # just made by mkdtemp, its owner is about to lock it
+            fd = None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live capture holds it
+        finally:
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def file_block(path: Path) -> Block:
+    """A block over a local file, hashed in one pass, without copying it: the open handle keeps the bytes
+    readable after the temporary directory is removed (POSIX unlink semantics), so a 1 GiB merge costs no
+    second 1 GiB spool. The sink re-hashes as it copies (block.DigestPass), so the digest is still checked."""
+    f = path.open("rb")
+    try:
+        h, size = hashlib.sha256(), 0
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    except BaseException:
+        f.close()
+        raise
+    digest = Digest(h.hexdigest())
+    return Block(f, size, digest, digest, 0, size)
+
+
+@dataclass
+class YtdlpRun:
+    """What one yt-dlp run left: its info dict (None on error), the error line, and files in ``workdir``."""
+
+    workdir: Path
+    info: dict[str, Any] | None
+    error: str | None
+    skipped: str | None  # a format yt-dlp chose not to download (larger than max_filesize)
+    first_served: int = 0  # where this run starts in ExchangeLog.served (earlier attempts came before)
+    first_command: int = 0  # and in ExchangeLog.ffmpeg_commands
+
+    def entries(self) -> list[dict[str, Any]]:
+        if self.info is None:
+            return []
+        if "entries" in self.info:
+            return [e for e in self.info["entries"] or [] if isinstance(e, dict)]
+        return [self.info]
+
+    def existing(self, filepath: object) -> Path | None:
+        """``filepath`` if it is a file inside this run's directory (never trust a path from metadata)."""
+        if not isinstance(filepath, str):
+            return None
+        path = Path(filepath).resolve()
+        return path if path.is_file() and path.is_relative_to(self.workdir.resolve()) else None
+
+    def files(self) -> list[Path]:
+        found = (self.existing(d.get("filepath")) for e in self.entries() for d in e.get("requested_downloads") or [])
+        return [p for p in found if p is not None]
+
+    def relative(self, text: str) -> str:
+        """A command line without our temporary directory in it (a local path is no evidence)."""
+        return text.replace(str(self.workdir.resolve()) + os.sep, "").replace(str(self.workdir) + os.sep, "")
+
+
+# Fixed for every run: quiet (messages go to YtdlpLogger), verbose (so ffmpeg command lines are logged), no cache
+# in $HOME, native downloaders, one fragment at a time (exchanges stay in order), and no silent holes in HLS.
+BASE_PARAMS: dict[str, Any] = {
+    "quiet": True,
+    "verbose": True,
+    "noprogress": True,
+    "color": {"stdout": "no_color", "stderr": "no_color"},
+    "cachedir": False,
+    "proxy": "",  # the Fetcher's proxy applies; this keeps environment proxies out of yt-dlp
+    "noplaylist": True,
+    "hls_prefer_native": True,
+    "concurrent_fragment_downloads": 1,
+    "skip_unavailable_fragments": False,
+    "retries": 2,
+    "fragment_retries": 2,
+    "extractor_retries": 1,
+    "buffersize": CHUNK,
+    "restrictfilenames": True,
+    "updatetime": False,
+    "check_formats": False,
+    "outtmpl": {"default": "%(id).80B.%(ext)s"},
+}
+
+
+def run_ytdlp(
+    url: str,
+    workdir: Path,
+    log: ExchangeLog,
+    fetcher: Fetcher,
+    *,
+    max_redirects: int,
+    ffmpeg: FfmpegTool,
+    cookies: list[Cookie],
+    params: dict[str, Any],
+) -> YtdlpRun:
+    """Run yt-dlp once on ``url`` with downloads into ``workdir``; never raises for what yt-dlp does."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    first_served, first_command = len(log.served), len(log.ffmpeg_commands)
+    logger = YtdlpLogger(log)
+    transport = FetcherTransport(fetcher, log, max_redirects)
+    options = {
+        **BASE_PARAMS,
+        **params,
+        "logger": logger,
+        "paths": {"home": str(workdir), "temp": str(workdir)},
+        "ffmpeg_location": str(Path(ffmpeg.path).parent),
+    }
+    info: dict[str, Any] | None = None
+    error: str | None = None
+    with ArchivingYoutubeDL(options, transport) as ydl:
+        for cookie in cookies:
+            ydl.cookiejar.set_cookie(copy.copy(cookie))
+        try:
+            result = ydl.extract_info(url, download=True)
+            info = result if isinstance(result, dict) else None
+        except YoutubeDLError as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - an extractor bug must end as a failed capture, not a crash
+            error = f"yt-dlp raised {type(exc).__name__}: {exc}"
+    if error is None and logger.errors:
+        error = logger.errors[0]
+    error = httpwire.one_line(error.splitlines()[0]) if error else None
+    delegated = next((line for line in logger.notes if "will be delegated to" in line), None)
+    if error is not None and delegated is not None:
+        # The whitelist in FFMPEG_INPUT_ARGS stopped ffmpeg from fetching; say why instead of "exit code 1".
+        error = httpwire.one_line(
+            f"{error}: yt-dlp handed the stream to ffmpeg's own downloader, whose traffic the archive cannot "
+            f"record, so it was refused ({delegated.removeprefix('WARNING: ')})"
+        )
+    skipped = next((httpwire.one_line(line) for line in logger.notes if "larger than max-filesize" in line), None)
+    return YtdlpRun(workdir, info, error, skipped, first_served, first_command)
