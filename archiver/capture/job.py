@@ -31,6 +31,7 @@ from archiver.archive import Archive
 from archiver.capture.citations import extract_citations
 from archiver.capture.fetch import Fetcher, FetchSettings, Outcome, exchange_records
 from archiver.capture.gate import HostGate
+from archiver.capture.media import MediaCapturer, MediaSettings, media_candidate
 from archiver.capture.web import (
     HTML_TYPES,
     PageCapture,
@@ -40,11 +41,12 @@ from archiver.capture.web import (
     decoded_body,
     media_type,
 )
+from archiver.capture.ytdlp_transport import check_ffmpeg, sweep_temp
 from archiver.catalogue import store as st
 from archiver.catalogue.models import Artifact, Capture, Source, WarcFile
 from archiver.catalogue.store import SourceRequest, Store
 from archiver.errors import ArchiverError
-from archiver.urls import normalise
+from archiver.urls import identify, normalise
 from archiver.warc.records import REQUEST, RecordRef, RecordSpec
 from archiver.warc.repair import repair_open_files
 from archiver.warc.writer import WarcSink
@@ -75,6 +77,7 @@ class CaptureSummary:
     records: int
     bytes: int
     discovered: int = 0
+    methods: int = 1  # captures made of this source in this run (web, media)
 
 
 @dataclass
@@ -120,6 +123,8 @@ class CaptureJob:
         gate: HostGate | None = None,
         progress: ProgressCallback | None = None,
         follow_citations: bool | None = None,
+        media: bool = True,
+        media_settings: MediaSettings | None = None,
     ) -> None:
         self.archive = archive
         net = archive.settings.network
@@ -136,12 +141,24 @@ class CaptureJob:
         self.gate = gate or HostGate(net.per_host, net.per_host_delay)
         self.fetcher = Fetcher(self.fetch_settings, archive.clock, archive.ids)
         self.web = WebCapturer(self.fetcher, self.gate, requisites)
+        self.media_temp = archive.settings.tmp_dir / "media"
+        self.media: MediaCapturer | None = None
+        if media:
+            # Without ffmpeg, HLS downloads silently produce broken files: refuse to start instead.
+            check_ffmpeg()
+            self.media = MediaCapturer(
+                self.fetch_settings,
+                media_settings or MediaSettings(),
+                temp_parent=self.media_temp,
+                clock=archive.clock,
+                ids=archive.ids,
+            )
         self.progress = progress or (lambda _kind, _data: None)
         self.follow_override = follow_citations
         self._lock = threading.Lock()
         self._warc_ids: dict[str, int] = {}
         self._summary = RunSummary()
-        self._discovered: dict[int, list[int]] = {}  # capture id -> sources its page cited, to capture next
+        self._discovered: dict[int, list[int]] = {}  # source id -> sources its page cited, to capture next
         self.sink = WarcSink(
             archive.settings.warc_dir,
             prefix=archive.settings.warc_prefix,
@@ -161,6 +178,7 @@ class CaptureJob:
 
     def recover(self) -> None:
         """Repair ``.open`` WARC files left by a crash; mark captures that never finished as interrupted."""
+        sweep_temp(self.media_temp)  # download directories of a killed run
         results = repair_open_files(self.archive.settings.warc_dir, self.archive.clock)
         with self.archive.session() as s:
             for r in results:
@@ -245,12 +263,14 @@ class CaptureJob:
                         continue
                     self._summary.captures.append(result)
                     self.progress("captured", result)
-                    for new_id in self._discovered.pop(result.capture_id, []):
+                    for new_id in self._discovered.pop(result.source_id, []):
                         self.progress("discovered", new_id)
                         submit(new_id)
         finally:
             self.sink.close()
             self.fetcher.close()
+            if self.media is not None:
+                self.media.close()
         self._summary.seconds = time.monotonic() - started
         return self._summary
 
@@ -273,36 +293,56 @@ class CaptureJob:
         return self.run([sid])
 
     def capture_source(self, source_id: int) -> CaptureSummary:
-        arch = self.archive
-        with arch.session() as s:
+        """Web capture of the source's page, then media capture when the page or platform suggests media."""
+        with self.archive.session() as s:
             src = s.get(Source, source_id)
             if src is None or src.url is None:
                 raise ArchiverError(f"source {source_id} has no URL to capture")
             url, follow, depth = src.url, src.follow_citations, src.depth
+            platform_item = src.platform is not None or src.kind == "video"
+        if self.follow_override is not None:
+            follow = self.follow_override
+        ref = identify(url)
+        # A direct media URL is fetched once, by the media capturer: a web capture would download it twice.
+        direct_media = self.media is not None and ref.platform is None and ref.kind == "video"
+        results: list[_Part] = []
+        page_type, page_html = None, None
+        if not direct_media:
+            capture_id = self._begin(source_id, "web", url, tool_versions())
+            page = self.web.capture(url)
+            try:
+                final = page.main.final
+                page_type = media_type(final) or None
+                if final is not None and page_type in HTML_TYPES:
+                    page_html = decoded_body(final)
+                refs = self._write_page(page)
+                citations = self._citations(page) if follow and depth < MAX_CITATION_DEPTH else []
+                results.append(self._finish_web(source_id, capture_id, url, page, refs, citations, depth))
+            finally:
+                page.close()
+        if self.media is not None and (direct_media or media_candidate(url, page_type, page_html)):
+            results.append(self._capture_media(source_id, url, platform_item))
+        return _combine(source_id, url, results)
+
+    def _begin(self, source_id: int, method: str, url: str, tools: dict[str, str]) -> int:
+        """Commit the Capture row as ``running`` before any traffic: a kill leaves a trace the next run sees."""
+        arch = self.archive
+        with arch.session() as s:
             cap = Capture(
                 source_id=source_id,
-                method="web",
+                method=method,
                 started_at=arch.clock.now(),
                 outcome="running",
                 requested_url=url,
                 collector=arch.settings.collector,
                 egress=self.fetch_settings.egress,
-                tools=tool_versions(),
+                tools=tools,
             )
             s.add(cap)
             s.flush()
-            capture_id = cap.id
-        if self.follow_override is not None:
-            follow = self.follow_override
-        page = self.web.capture(url)
-        try:
-            refs = self._write(page)
-            citations = self._citations(page) if follow and depth < MAX_CITATION_DEPTH else []
-            return self._commit(source_id, capture_id, url, page, refs, citations, depth)
-        finally:
-            page.close()
+            return cap.id
 
-    def _write(self, page: PageCapture) -> list[tuple[str, str | None, RecordRef]]:
+    def _write_page(self, page: PageCapture) -> list[tuple[str, str | None, RecordRef]]:
         """All records of the page in one group (contiguous, one fsync), each with its role and media type."""
         specs: list[tuple[str, str | None, RecordSpec]] = []
         main_ids = {id(ex) for ex in page.main.exchanges}
@@ -314,6 +354,9 @@ class CaptureJob:
                     specs.append(("request", None, spec))
                 else:
                     specs.append((role, media_type(ex) or None, spec))
+        return self._write(specs)
+
+    def _write(self, specs: list[tuple[str, str | None, RecordSpec]]) -> list[tuple[str, str | None, RecordRef]]:
         refs = self.sink.write_group([spec for _, _, spec in specs])
         return [(role, mtype, ref) for (role, mtype, _), ref in zip(specs, refs, strict=True)]
 
@@ -336,7 +379,7 @@ class CaptureJob:
                 self._warc_ids[name] = row.id
             return self._warc_ids[name]
 
-    def _commit(
+    def _finish_web(
         self,
         source_id: int,
         capture_id: int,
@@ -345,16 +388,94 @@ class CaptureJob:
         refs: list[tuple[str, str | None, RecordRef]],
         citations: list[Any],
         depth: int,
-    ) -> CaptureSummary:
-        arch = self.archive
+    ) -> _Part:
         main = page.main
-        status = main.status
         if main.outcome == Outcome.OK:
             outcome = "ok"
-        elif main.outcome == Outcome.HTTP_ERROR and status in GONE_STATUSES:
+        elif main.outcome == Outcome.HTTP_ERROR and main.status in GONE_STATUSES:
             outcome = "gone"
         else:
             outcome = "failed"
+        details = {
+            "fetch_outcome": str(main.outcome),
+            "requisites": len(page.requisites),
+            "truncated": [ex.url for ex in page.exchanges if ex.truncated],
+        }
+        return self._finish(
+            source_id,
+            capture_id,
+            url=url,
+            outcome=outcome,
+            status_on_outcome={"ok": st.CAPTURED, "gone": st.GONE, "failed": st.FAILED},
+            http_status=main.status,
+            final_url=main.final_url,
+            error=main.error,
+            refs=refs,
+            details=details,
+            citations=citations,
+            depth=depth,
+        )
+
+    def _capture_media(self, source_id: int, url: str, platform_item: bool) -> _Part:
+        assert self.media is not None
+        capture_id = self._begin(source_id, "media", url, tool_versions())
+        result = self.media.capture(url)
+        try:
+            refs = self._write(list(result.records)) if result.records else []
+            # The platform's removal of a post or video is the source being gone; an article whose embedded
+            # video was removed is still online (its web capture decides).
+            outcome = {"ok": "ok", "removed": "gone" if platform_item else "failed"}.get(result.outcome, "failed")
+            if result.outcome == "no-media":
+                outcome = "no-media"
+            identity = result.identity
+            details: dict[str, Any] = {
+                "media_outcome": result.outcome,
+                "evidence": result.evidence,
+                "attempts": result.attempts,
+                "identity": _identity_dict(identity),
+                "items": [
+                    {"format": i.format_id, "sha256": i.sha256, "size": i.size, "record": i.media_record_id}
+                    for i in result.items
+                ],
+            }
+            statuses = {"ok": st.CAPTURED, "gone": st.GONE}
+            return self._finish(
+                source_id,
+                capture_id,
+                url=url,
+                outcome=outcome,
+                status_on_outcome=statuses,
+                http_status=None,
+                final_url=identity.webpage_url if identity and identity.webpage_url else url,
+                error=result.error,
+                refs=refs,
+                details=details,
+                tools=result.tools,
+                conversions=result.conversions,
+            )
+        finally:
+            result.close()
+
+    def _finish(
+        self,
+        source_id: int,
+        capture_id: int,
+        *,
+        url: str,
+        outcome: str,
+        status_on_outcome: dict[str, str],
+        http_status: int | None,
+        final_url: str | None,
+        error: str | None,
+        refs: list[tuple[str, str | None, RecordRef]],
+        details: dict[str, Any],
+        citations: list[Any] | None = None,
+        depth: int = 0,
+        tools: dict[str, str] | None = None,
+        conversions: list[dict[str, str]] | None = None,
+    ) -> _Part:
+        """One transaction: artifacts, the capture's end, the source's status, custody events, cited sources."""
+        arch = self.archive
         warc_ids = {ref.warc_file: self._warc_id(ref.warc_file) for _, _, ref in refs}
         now = arch.clock.now()
         discovered: list[int] = []
@@ -380,71 +501,50 @@ class CaptureJob:
                         record_date=ref.date,
                     )
                 )
-            cap.ended_at = now
-            cap.outcome = outcome
-            cap.final_url = main.final_url
-            cap.http_status = status
-            cap.error = main.error
-            cap.details = {
-                "fetch_outcome": str(main.outcome),
-                "requisites": len(page.requisites),
-                "truncated": [ex.url for ex in page.exchanges if ex.truncated],
-            }
-            src.status = {"ok": st.CAPTURED, "gone": st.GONE, "failed": st.FAILED}[outcome]
+            cap.ended_at, cap.outcome, cap.final_url, cap.http_status, cap.error = (
+                now,
+                outcome,
+                final_url,
+                http_status,
+                error,
+            )
+            cap.details = details
+            if tools:
+                cap.tools = {**cap.tools, **tools}
+            new_status = status_on_outcome.get(outcome)
+            if new_status is not None and not (new_status == st.FAILED and src.status == st.CAPTURED):
+                src.status = new_status
             if outcome == "ok":
                 src.last_captured_at = now
             if outcome == "gone" and src.gone_at is None:
                 src.gone_at = now
-            event = {"ok": "collected", "gone": "gone", "failed": "capture.failed"}[outcome]
-            custody.append(
+            event = {"ok": "collected", "gone": "gone"}.get(outcome, "capture.failed")
+            self._event(
                 s,
-                arch.clock,
-                actor=arch.actor,
-                action=event,
-                subject=f"source:{source_id}",
-                details={
-                    "capture": capture_id,
-                    "url": url,
-                    "final_url": main.final_url,
-                    "http_status": status,
-                    "outcome": str(main.outcome),
-                    "error": main.error,
-                    "egress": main.egress,
-                    "started_at": _iso(cap.started_at),
-                    "ended_at": _iso(now),
-                },
+                event,
+                source_id,
+                capture=capture_id,
+                method=cap.method,
+                url=url,
+                final_url=final_url,
+                http_status=http_status,
+                outcome=outcome,
+                error=error,
+                evidence=details.get("evidence"),
+                egress=cap.egress,
+                started_at=_iso(cap.started_at),
+                ended_at=_iso(now),
             )
             if refs:
-                custody.append(
-                    s,
-                    arch.clock,
-                    actor=arch.actor,
-                    action="stored",
-                    subject=f"source:{source_id}",
-                    details={
-                        "capture": capture_id,
-                        "records": [
-                            {
-                                "id": ref.record_id,
-                                "type": ref.record_type,
-                                "target": ref.target_uri,
-                                "warc": ref.warc_file,
-                                "offset": ref.offset,
-                                "length": ref.length,
-                                "block_sha256": ref.block_digest.hex,
-                                "payload_sha256": ref.payload_digest.hex if ref.payload_digest else None,
-                            }
-                            for _, _, ref in refs
-                        ],
-                    },
-                )
+                self._event(s, "stored", source_id, capture=capture_id, records=[_record_dict(r) for _, _, r in refs])
+            for conv in conversions or []:
+                self._event(s, "converted", source_id, capture=capture_id, **conv)
             if citations:
                 store = Store(s, arch.clock, arch.actor)
-                incident_ids = [i.id for i in src.incidents]
                 for c in citations:
-                    for incident_id in incident_ids:
+                    for incident in src.incidents:
                         new, added = store.add_source(
-                            incident_id,
+                            incident.id,
                             SourceRequest(
                                 url=c.url,
                                 cited_by_id=source_id,
@@ -456,19 +556,29 @@ class CaptureJob:
                         )
                         if added:
                             discovered.append(new.id)
+            final_status = src.status
         with self._lock:
-            self._discovered[capture_id] = discovered
-        return CaptureSummary(
-            source_id=source_id,
-            capture_id=capture_id,
-            url=url,
-            outcome=outcome,
-            http_status=status,
-            final_url=main.final_url,
-            error=main.error,
-            records=len(refs),
-            bytes=sum(ref.length for _, _, ref in refs),
-            discovered=len(discovered),
+            self._discovered.setdefault(source_id, []).extend(discovered)
+        return _Part(
+            capture_id,
+            outcome,
+            final_status,
+            http_status,
+            final_url,
+            error,
+            len(refs),
+            sum(r.length for _, _, r in refs),
+            discovered,
+        )
+
+    def _event(self, s: Any, action: str, source_id: int, **details: Any) -> None:
+        custody.append(
+            s,
+            self.archive.clock,
+            actor=self.archive.actor,
+            action=action,
+            subject=f"source:{source_id}",
+            details=details,
         )
 
     def _on_close(self, closed: Any) -> None:
@@ -487,6 +597,61 @@ class CaptureJob:
                 details={"sha256": closed.sha256, "size": closed.size, "records": closed.records},
             )
         self._summary.closed_warcs.append(closed.name)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What one capture (web or media) of a source did."""
+
+    capture_id: int
+    outcome: str
+    source_status: str
+    http_status: int | None
+    final_url: str | None
+    error: str | None
+    records: int
+    bytes: int
+    discovered: list[int]
+
+
+def _combine(source_id: int, url: str, parts: list[_Part]) -> CaptureSummary:
+    """One line per source: its status after all of this run's captures of it."""
+    last = parts[-1]
+    outcome = {st.CAPTURED: "ok", st.GONE: "gone"}.get(last.source_status, "failed")
+    web = parts[0]
+    errors = [p.error for p in parts if p.error and p.outcome not in ("ok", "no-media")]
+    return CaptureSummary(
+        source_id=source_id,
+        capture_id=web.capture_id,
+        url=url,
+        outcome=outcome,
+        http_status=web.http_status,
+        final_url=web.final_url,
+        error="; ".join(errors) or None,
+        records=sum(p.records for p in parts),
+        bytes=sum(p.bytes for p in parts),
+        discovered=sum(len(p.discovered) for p in parts),
+        methods=len(parts),
+    )
+
+
+def _record_dict(ref: RecordRef) -> dict[str, Any]:
+    return {
+        "id": ref.record_id,
+        "type": ref.record_type,
+        "target": ref.target_uri,
+        "warc": ref.warc_file,
+        "offset": ref.offset,
+        "length": ref.length,
+        "block_sha256": ref.block_digest.hex,
+        "payload_sha256": ref.payload_digest.hex if ref.payload_digest else None,
+    }
+
+
+def _identity_dict(identity: Any) -> dict[str, Any] | None:
+    if identity is None:
+        return None
+    return {k: (v if isinstance(v, str | int | bool) or v is None else str(v)) for k, v in identity.__dict__.items()}
 
 
 def _iso(dt: Any) -> str | None:
