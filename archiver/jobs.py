@@ -6,6 +6,7 @@ kill -9, so a crashed run never blocks the next one, and a second run started wh
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,42 @@ def run_lock(root: Path) -> Iterator[None]:
         lock.release()
 
 
+@contextmanager
+def run_log(root: Path) -> Iterator[logging.Logger]:
+    """Append the run's story to ``<root>/logs/archiver.log`` (cron mails only what is printed)."""
+    log = logging.getLogger("archiver")
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(root / "logs" / "archiver.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s pid=%(process)d %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield log
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _log_summary(log: logging.Logger, summary: RunSummary) -> None:
+    data = summary.as_dict()
+    log.info(
+        "run finished: captured=%s gone=%s failed=%s discovered=%s records=%s bytes=%s seconds=%s stopped_early=%s",
+        data["captured"],
+        data["gone"],
+        data["failed"],
+        data["discovered"],
+        data["records"],
+        data["bytes"],
+        data["seconds"],
+        data["stopped_early"],
+    )
+    for name in data["repaired_warcs"]:
+        log.warning("repaired WARC left by a crash: %s", name)
+    for c in data["captures"]:
+        if c["outcome"] != "ok":
+            log.info("%s %s status=%s error=%s", c["outcome"], c["url"], c["http_status"], c["error"])
+
+
 @dataclass(frozen=True)
 class RunOptions:
     workers: int | None = None
@@ -48,9 +85,12 @@ class RunOptions:
 def run(archive: Archive, options: RunOptions, progress: ProgressCallback | None = None) -> RunSummary:
     """Capture everything pending (and what reports cite), under the run lock."""
     archive.ensure_ready()
-    with run_lock(archive.settings.root):
+    with run_lock(archive.settings.root), run_log(archive.settings.root) as log:
+        log.info("run started (workers=%s, max_time=%s)", options.workers, options.max_time)
         job = CaptureJob(archive, workers=options.workers, progress=progress, follow_citations=options.follow_citations)
-        return job.run(max_time=options.max_time)
+        summary = job.run(max_time=options.max_time)
+        _log_summary(log, summary)
+        return summary
 
 
 def capture(

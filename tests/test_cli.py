@@ -143,3 +143,27 @@ def test_every_command_documents_an_example() -> None:
 def test_console_script_runs(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "archiver", "--version"], capture_output=True, text=True, check=True)
     assert "archiver" in out.stdout
+
+
+def test_second_run_exits_at_once_while_one_holds_the_lock(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    run("init")
+    root = tmp_path / "storage"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time; from pathlib import Path; from archiver.jobs import run_lock\n"
+         "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(30)", str(root)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        code, _, err = run("run")
+        assert code == 75 and "another archiver run is working" in err
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()  # SIGKILL: the kernel releases the lock
+        holder.wait()
+    code, out, _ = run("run", "--json")
+    assert code == 0 and json.loads(out)["captured"] == 0
+    assert "run finished" in (root / "logs" / "archiver.log").read_text()
