@@ -134,9 +134,12 @@ def status(app: AppContext, as_json: bool) -> None:
     Example:
         archiver status --json
     """
+    from archiver.integrity.batches import pending_count
+
     archive = app.archive()
     with archive.store() as store:
         counts = store.status_counts()
+        counts["receipts_waiting_for_timestamp"] = pending_count(store.s)
     if as_json:
         _emit_json(counts)
         return
@@ -144,6 +147,8 @@ def status(app: AppContext, as_json: bool) -> None:
     click.echo("sources:   " + ", ".join(f"{k} {v}" for k, v in counts["sources"].items()))
     caps = counts["captures"]
     click.echo("captures:  " + (", ".join(f"{k} {v}" for k, v in sorted(caps.items())) if caps else "none yet"))
+    waiting = counts["receipts_waiting_for_timestamp"]
+    click.echo(f"receipts:  {waiting} waiting for a trusted timestamp" if waiting else "receipts:  all timestamped")
 
 
 # -- manifests -----------------------------------------------------------------------------------------------
@@ -564,6 +569,106 @@ def capture_command(
     else:
         summary = jobs.capture(app.archive(), url, incident_id, options, on)
     _print_run(summary, as_json)
+
+
+# -- integrity ----------------------------------------------------------------------------------------------------
+
+
+@cli.command("verify")
+@click.option("--incident", "incident_id", help="Only this incident's files, records and receipts.")
+@click.option("--deep", is_flag=True, help="Read every record and check its digests, not only whole files.")
+@JSON_OPTION
+@pass_app
+def verify_command(app: AppContext, incident_id: str | None, deep: bool, as_json: bool) -> None:
+    """Re-hash WARC files, check records, receipts, signatures, timestamps and the custody chain.
+
+    The check is itself a custody event. Exit 1 on any problem; each problem names file, record, expected, found.
+
+    \b
+    Example:
+        archiver verify --deep --incident khan-shaykhoun-chemical-attack-2017-04-04
+    """
+    from archiver.verify import verify_archive
+
+    report = verify_archive(app.archive(), incident=incident_id, deep=deep)
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        click.echo(f"checks run: {', '.join(report.checks)}")
+        click.echo("counts:     " + ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())))
+        for p in report.problems:
+            stream_err = p.severity != "warning"
+            click.echo(f"{p.severity}: {p.kind}: {p.subject}: expected {p.expected}, found {p.found}", err=stream_err)
+        click.echo(("OK" if report.ok else f"FAILED: {len(report.errors)} problem(s)") + f" in {report.seconds:.2f} s")
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command("lookup")
+@click.argument("file_or_sha256")
+@JSON_OPTION
+@pass_app
+def lookup_command(app: AppContext, file_or_sha256: str, as_json: bool) -> None:
+    """Is this file exactly what we captured? From where, when, and who has handled it since?
+
+    Takes a file (hashed, streamed) or a SHA-256. Exit 1 when the archive holds no such bytes.
+
+    \b
+    Example:
+        archiver lookup ~/Downloads/video.mp4
+    """
+    from archiver.lookup import lookup_archive
+
+    report = lookup_archive(app.archive(), file_or_sha256)
+    if as_json:
+        _emit_json(
+            {"query": report.query, "sha256": report.sha256, "found": report.found,
+             "matches": [_jsonable(m) for m in report.matches]}
+        )  # fmt: skip
+    elif not report.found:
+        click.echo(f"not in this archive: no captured record has SHA-256 {report.sha256}")
+    else:
+        click.echo(f"SHA-256 {report.sha256}: {len(report.matches)} captured record(s)")
+        for m in report.matches:
+            click.echo("")
+            click.echo(f"  source #{m.source_id}: {m.source_url}")
+            click.echo(f"  incidents: {', '.join(m.incidents) or '(none)'}")
+            click.echo(
+                f"  captured:  {utc_iso(m.capture_started)} (capture #{m.capture_id}, {m.outcome}), role {m.role}"
+            )
+            click.echo(f"  record:    {m.record_id} in {m.warc_file} at offset {m.offset} ({m.length} bytes)")
+            click.echo(f"  receipt:   {_receipt_line(m.receipt)}")
+            click.echo(f"  custody:   {len(m.custody)} event(s)")
+            for e in m.custody:
+                click.echo(f"    {e.seq:>6} {utc_iso(e.at)} {e.action:<16} {e.actor}")
+    if not report.found:
+        sys.exit(1)
+
+
+def _receipt_line(receipt: Any) -> str:
+    if receipt is None:
+        return "none (captured before receipts existed)"
+    line = f"sha256 {receipt.sha256}, signature {receipt.signature}"
+    if receipt.pending:
+        return line + ", waiting for a trusted timestamp"
+    stamps = "; ".join(
+        f"{t.tsa} {t.status} {utc_iso(t.gen_time) if t.gen_time else ''}".strip() for t in receipt.timestamps
+    )
+    return line + f", Merkle path {receipt.merkle}, timestamps: {stamps or 'none'}"
+
+
+def _jsonable(value: Any) -> Any:
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return utc_iso(value)
+    return value
 
 
 def main() -> None:

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from archiver import keys
 from archiver.archive import Archive
 from archiver.capture.job import CaptureJob, ProgressCallback, RunSummary
 from archiver.errors import LockedError
+from archiver.integrity import batches
 
 
 @contextmanager
@@ -75,6 +77,30 @@ def _log_summary(log: logging.Logger, summary: RunSummary) -> None:
             log.info("%s %s status=%s error=%s", c["outcome"], c["url"], c["http_status"], c["error"])
 
 
+def seal(archive: Archive, log: logging.Logger | None = None) -> dict[str, object]:
+    """Timestamp waiting receipts (one Merkle batch, one request per TSA) and checkpoint the custody head.
+
+    No TSA reachable is not a failure: the receipts wait, ``archiver status`` shows how many, the next run
+    retries. The checkpoint is signed either way, so a cut chain head is visible.
+    """
+    signer = keys.load_signer(archive.settings.key_dir)
+    tsas = batches.tsa_configs(archive.settings)
+    with archive.session() as s:
+        batch = batches.timestamp_pending(s, archive.clock, tsas, signer, actor=archive.actor)
+    with archive.session() as s:
+        point = batches.checkpoint(s, archive.clock, signer, tsas, actor=archive.actor)
+    result: dict[str, object] = {
+        "timestamped_receipts": batch.size if batch.timestamped else 0,
+        "receipts_waiting": batch.pending,
+        "tsas": [{"name": t.name, "ok": t.ok, "error": t.error} for t in batch.tsas],
+        "timestamp_note": batch.note,
+        "checkpoint": {"seq": point.seq, "hash": point.head_hash},
+    }
+    if log is not None:
+        log.info("integrity: %s", result)
+    return result
+
+
 @dataclass(frozen=True)
 class RunOptions:
     workers: int | None = None
@@ -90,6 +116,7 @@ def run(archive: Archive, options: RunOptions, progress: ProgressCallback | None
         job = CaptureJob(archive, workers=options.workers, progress=progress, follow_citations=options.follow_citations)
         summary = job.run(max_time=options.max_time)
         _log_summary(log, summary)
+        summary.integrity = seal(archive, log)
         return summary
 
 
@@ -100,7 +127,12 @@ def capture(
     options: RunOptions,
     progress: ProgressCallback | None = None,
 ) -> RunSummary:
+    """Capture one URL now, under the same lock, log and sealing as a run."""
     archive.ensure_ready()
-    with run_lock(archive.settings.root):
+    with run_lock(archive.settings.root), run_log(archive.settings.root) as log:
+        log.info("capture of %s started", url)
         job = CaptureJob(archive, workers=options.workers, progress=progress)
-        return job.capture_url(url, incident_id, follow_citations=bool(options.follow_citations))
+        summary = job.capture_url(url, incident_id, follow_citations=bool(options.follow_citations))
+        _log_summary(log, summary)
+        summary.integrity = seal(archive, log)
+        return summary

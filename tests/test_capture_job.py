@@ -109,7 +109,7 @@ def test_report_page_requisites_and_citations(archive: Archive, site: Site) -> N
         assert {c.depth for c in cited} == {1} and all(c.status == "captured" for c in cited)
         assert [i.id for i in cited[0].incidents] == ["test-hospital-2017-03-25"]
         roles = {a.role for a in s.scalars(select(Artifact).join(Capture).where(Capture.source_id == report.id))}
-        assert roles == {"page", "request", "requisite"}
+        assert roles == {"page", "request", "requisite", "receipt"}
         events = [e.action for e in custody.events_for_incident(s, "test-hospital-2017-03-25")]
         assert events.count("source.discovered") == 2 and "collected" in events and "stored" in events
     _assert_catalogue_matches_warcs(archive)

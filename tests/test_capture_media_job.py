@@ -39,7 +39,7 @@ def test_page_with_video_gets_web_and_media_captures(sqlite_archive: Archive, me
         assert media_site.file_sha256("clip.mp4") in {a.payload_sha256 for a in media}
         assert caps[1].details["identity"] is not None
         events = [e.action for e in custody.iter_events(s) if e.subject == f"source:{sid}"]
-        assert events == ["source.added", "collected", "stored", "collected", "stored"]
+        assert events == ["source.added", "collected", "stored", "signed", "collected", "stored", "signed"]
         assert custody.check_chain(s).ok
 
 

@@ -119,9 +119,7 @@ def test_leaf_and_node_hashes_are_domain_separated() -> None:
 
 
 @pytest.mark.parametrize(("index", "size", "path"), CT_INCLUSION)
-def test_inclusion_paths_match_certificate_transparency_vectors(
-    index: int, size: int, path: list[str]
-) -> None:
+def test_inclusion_paths_match_certificate_transparency_vectors(index: int, size: int, path: list[str]) -> None:
     leaves = CT_LEAVES[:size]
     assert [p.hex() for p in inclusion_path(leaves, index)] == path
     root = bytes.fromhex(CT_ROOTS[size - 1])
@@ -165,9 +163,7 @@ def test_every_index_of_every_size_up_to_70_verifies() -> None:
             assert verify_inclusion(leaves[index], index, size, path, tree.root)
 
 
-@given(
-    st.integers(1, 70).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n - 1), st.integers(0, n - 1)))
-)
+@given(st.integers(1, 70).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n - 1), st.integers(0, n - 1))))
 def test_a_wrong_leaf_index_or_root_does_not_verify(case: tuple[int, int, int]) -> None:
     size, index, other = case
     leaves = receipts(size)
@@ -189,9 +185,7 @@ def test_matches_the_rfc_recursion_for_arbitrary_leaves(leaves: list[bytes], dat
     index = data.draw(st.integers(0, len(leaves) - 1))
     assert merkle_root(leaves) == reference_root(leaves)
     assert inclusion_path(leaves, index) == reference_path(index, leaves)
-    assert root_from_path(leaves[index], index, len(leaves), inclusion_path(leaves, index)) == merkle_root(
-        leaves
-    )
+    assert root_from_path(leaves[index], index, len(leaves), inclusion_path(leaves, index)) == merkle_root(leaves)
 
 
 def test_a_leaf_hash_cannot_pass_as_a_one_leaf_tree_of_two() -> None:

@@ -118,18 +118,14 @@ def test_a_missing_trust_file_is_a_config_error(openssl_tsa: OpensslTsa, tmp_pat
         request_timestamp(config(openssl_tsa, trusted=tmp_path / "missing.pem"), DIGEST)
 
 
-def test_openssl_verifies_the_stored_token(
-    token: TimestampToken, openssl_tsa: OpensslTsa, tmp_path: Path
-) -> None:
+def test_openssl_verifies_the_stored_token(token: TimestampToken, openssl_tsa: OpensslTsa, tmp_path: Path) -> None:
     stored = tmp_path / "token.tsr"
     stored.write_bytes(token.der)
     result = openssl_ts_verify(stored, DIGEST.hex(), openssl_tsa.ca_path)
     assert result.returncode == 0, result.stderr
     assert "Verification: OK" in result.stdout
     # At genTime too, the form VERIFY.md gives for a TSA certificate that has since expired.
-    at_gen_time = openssl_ts_verify(
-        stored, DIGEST.hex(), openssl_tsa.ca_path, attime=int(token.gen_time.timestamp())
-    )
+    at_gen_time = openssl_ts_verify(stored, DIGEST.hex(), openssl_tsa.ca_path, attime=int(token.gen_time.timestamp()))
     assert at_gen_time.returncode == 0, at_gen_time.stderr
 
 
@@ -161,9 +157,7 @@ def test_token_for_other_data(token: TimestampToken, openssl_tsa: OpensslTsa) ->
     assert DIGEST.hex() in problems[0] and OTHER_DIGEST.hex() in problems[0]
 
 
-def test_untrusted_tsa(
-    untrusted_token: TimestampToken, untrusted_tsa: OpensslTsa, openssl_tsa: OpensslTsa
-) -> None:
+def test_untrusted_tsa(untrusted_token: TimestampToken, untrusted_tsa: OpensslTsa, openssl_tsa: OpensslTsa) -> None:
     assert verify_token(untrusted_token.der, DIGEST, untrusted_tsa.ca_pem) == []
     problems = verify_token(untrusted_token.der, DIGEST, openssl_tsa.ca_pem)
     assert len(problems) == 1
@@ -190,9 +184,7 @@ def test_a_corrupted_signature(token: TimestampToken, openssl_tsa: OpensslTsa) -
     assert len(problems) == 1 and problems[0].startswith("signature invalid"), problems
 
 
-def test_a_changed_time_or_imprint_breaks_the_signature(
-    token: TimestampToken, openssl_tsa: OpensslTsa
-) -> None:
+def test_a_changed_time_or_imprint_breaks_the_signature(token: TimestampToken, openssl_tsa: OpensslTsa) -> None:
     # Re-dating a token: change a digit of genTime inside the signed TSTInfo.
     gen_time = token.gen_time.strftime("%Y%m%d%H%M%S").encode()
     at = token.der.index(gen_time)

@@ -26,7 +26,7 @@ from typing import Any
 import requests
 from sqlalchemy import func, select
 
-from archiver import SOFTWARE, __version__, custody
+from archiver import SOFTWARE, __version__, custody, keys
 from archiver.archive import Archive
 from archiver.capture.citations import extract_citations
 from archiver.capture.fetch import Fetcher, FetchSettings, Outcome, exchange_records
@@ -46,6 +46,7 @@ from archiver.catalogue import store as st
 from archiver.catalogue.models import Artifact, Capture, Source, WarcFile
 from archiver.catalogue.store import SourceRequest, Store
 from archiver.errors import ArchiverError
+from archiver.integrity import receipts
 from archiver.urls import identify, normalise
 from archiver.warc.records import REQUEST, RecordRef, RecordSpec
 from archiver.warc.repair import repair_open_files
@@ -88,6 +89,7 @@ class RunSummary:
     closed_warcs: list[str] = field(default_factory=list)
     stopped_early: bool = False
     seconds: float = 0.0
+    integrity: dict[str, Any] = field(default_factory=dict)  # receipts timestamped, checkpoint (jobs.seal)
 
     def count(self, outcome: str) -> int:
         return sum(1 for c in self.captures if c.outcome == outcome)
@@ -105,6 +107,7 @@ class RunSummary:
             "closed_warcs": self.closed_warcs,
             "stopped_early": self.stopped_early,
             "seconds": round(self.seconds, 3),
+            "integrity": self.integrity,
             "captures": [c.__dict__ for c in self.captures],
         }
 
@@ -141,6 +144,7 @@ class CaptureJob:
         self.gate = gate or HostGate(net.per_host, net.per_host_delay)
         self.fetcher = Fetcher(self.fetch_settings, archive.clock, archive.ids)
         self.web = WebCapturer(self.fetcher, self.gate, requisites)
+        self.signer = keys.load_signer(archive.settings.key_dir)
         self.media_temp = archive.settings.tmp_dir / "media"
         self.media: MediaCapturer | None = None
         if media:
@@ -479,6 +483,22 @@ class CaptureJob:
         warc_ids = {ref.warc_file: self._warc_id(ref.warc_file) for _, _, ref in refs}
         now = arch.clock.now()
         discovered: list[int] = []
+        issued = None
+        if refs:
+            # The receipt lists the records just written (their offsets are known now); it is written and fsynced
+            # outside any transaction (a rotation's on_close opens its own session), then recorded with the rows.
+            with arch.session() as s:
+                facts = receipts.load_facts(
+                    s,
+                    capture_id,
+                    ended_at=now,
+                    outcome=outcome,
+                    http_status=http_status,
+                    final_url=final_url,
+                    extra_tools=tools,
+                )
+            issued = receipts.write_receipt(self.sink, self.signer, facts, [ref for _, _, ref in refs])
+            warc_ids.setdefault(issued.ref.warc_file, self._warc_id(issued.ref.warc_file))
         with arch.session() as s:
             cap = s.get(Capture, capture_id)
             src = s.get(Source, source_id)
@@ -537,6 +557,10 @@ class CaptureJob:
             )
             if refs:
                 self._event(s, "stored", source_id, capture=capture_id, records=[_record_dict(r) for _, _, r in refs])
+            if issued is not None:
+                receipts.record_receipt(
+                    s, arch.clock, issued, warc_file_id=warc_ids[issued.ref.warc_file], actor=arch.actor
+                )
             for conv in conversions or []:
                 self._event(s, "converted", source_id, capture=capture_id, **conv)
             if citations:

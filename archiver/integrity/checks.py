@@ -4,7 +4,8 @@ Nothing here reads a WARC file (that is :mod:`archiver.verify`) and nothing here
 
 - a receipt is recomputed from the catalogue rows it describes (capture, source, Artifact rows), and must
   match its stored bytes, its hash, its signature by the archive key, the WARC record that holds it, and lead
-  through its Merkle path to its batch's root;
+  through its Merkle path to its batch's root; a capture that stored records and has no receipt is an error
+  when the custody log says one was signed (removed), a warning otherwise (captured before receipts existed);
 - a batch statement ``{"root", "size"}`` is recomputed, its signature checked, and every token must timestamp
   that statement's SHA-256 and chain to a TSA certificate configured in the settings;
 - a checkpoint must name an event the chain still holds, with the same hash.
@@ -20,7 +21,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from archiver.canonical import canonical_json
@@ -85,7 +86,37 @@ def check_receipts(
                 merkle += 1
             problems += _check_path(row, batches.get(row.batch_id) if row.batch_id is not None else None)
         session.expunge_all()
+    problems += _without_receipt(session, capture_ids)
     return ReceiptCheck(count, signed, merkle, tuple(problems))
+
+
+def _without_receipt(session: Session, capture_ids: Collection[int] | None) -> list[Problem]:
+    """Ended captures that stored records but have no receipt: removed (an error, when the custody log says one
+    was signed) or never issued (a warning: captured before receipts existed)."""
+    stored = select(Artifact.capture_id).where(Artifact.role != RECEIPT_ROLE)
+    query = select(Capture.id).where(
+        Capture.ended_at.is_not(None),
+        Capture.id.in_(stored),
+        ~exists().where(Receipt.capture_id == Capture.id),
+    )
+    if capture_ids is None:
+        found = list(session.scalars(query.order_by(Capture.id)))
+    else:
+        ids = sorted(capture_ids)
+        parts = (query.where(Capture.id.in_(ids[i : i + _CHUNK])) for i in range(0, len(ids), _CHUNK))
+        found = [cid for part in parts for cid in session.scalars(part.order_by(Capture.id))]
+    problems = []
+    for cid in found:
+        # The "signed" event's details are canonical JSON, whose first key is "capture".
+        signed = select(CustodyEvent.seq).where(
+            CustodyEvent.action == "signed", CustodyEvent.details.like(f'{{"capture":{cid},%')
+        )
+        seq = session.scalar(signed.limit(1))
+        if seq is not None:
+            problems.append(Problem("receipt-missing", f"receipt:{cid}", f"the receipt signed in event {seq}", "none"))
+        else:
+            problems.append(Problem("receipt-none", f"receipt:{cid}", "a receipt", "never issued", WARNING))
+    return problems
 
 
 def _chunks(session: Session, capture_ids: Collection[int] | None) -> Iterator[list[Receipt]]:

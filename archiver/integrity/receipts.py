@@ -12,7 +12,7 @@ Issuing is two steps, because writing to the sink must happen outside a catalogu
 file calls the sink's ``on_close``, which opens its own transaction and takes the custody lock):
 
 1. :func:`write_receipt` (no transaction open): builds and signs the receipt, writes it as a WARC ``metadata``
-   record (WARC 1.1 §6.5; ``application/json``, target ``urn:archiver:receipt:<capture id>``,
+   record (``application/json``, target ``urn:archiver:receipt:<capture id>``,
    ``WARC-Refers-To`` the main response record), fsynced;
 2. :func:`record_receipt` (in the transaction that adds the capture's Artifact rows and ends the Capture): the
    receipt record's Artifact row (role ``receipt``), the :class:`Receipt` row and a custody event ``signed``.
@@ -156,9 +156,10 @@ def load_facts(
     outcome: str,
     http_status: int | None,
     final_url: str | None,
+    extra_tools: Mapping[str, Any] | None = None,
 ) -> CaptureFacts:
-    """Facts of a capture that is about to end: the row's fixed fields, the end the caller is about to commit,
-    and the incidents its source is linked to now."""
+    """Facts of a capture that is about to end: the row's fixed fields, the end the caller is about to commit
+    (with ``extra_tools``, tool versions it will merge over the row's), and the incidents linked to its source."""
     cap = session.get(Capture, capture_id)
     if cap is None:
         raise ArchiverError(f"capture {capture_id} does not exist")
@@ -175,7 +176,7 @@ def load_facts(
         final_url,
         cap.collector,
         cap.egress,
-        dict(cap.tools),
+        {**cap.tools, **(extra_tools or {})},
         cap.source_id,
         cap.source.url,
         tuple(sorted(set(incidents))),
@@ -218,7 +219,7 @@ class IssuedReceipt:
     ref: RecordRef
 
 
-def _main_record(refs: Sequence[RecordRef], final_url: str | None) -> str | None:
+def _main_record(refs: Sequence[ReceiptRecord], final_url: str | None) -> str | None:
     """The record a receipt refers to: the response for the final URL, else the first response, else the first
     record that is not a request."""
     responses = [r for r in refs if r.record_type == RESPONSE]
@@ -231,19 +232,29 @@ def _main_record(refs: Sequence[RecordRef], final_url: str | None) -> str | None
 
 
 def write_receipt(
-    sink: WarcSink, signer: Signer, facts: CaptureFacts, refs: Sequence[RecordRef], *, refers_to: str | None = None
+    sink: WarcSink,
+    signer: Signer,
+    facts: CaptureFacts,
+    refs: Sequence[RecordRef | ReceiptRecord],
+    *,
+    refers_to: str | None = None,
 ) -> IssuedReceipt:
     """Build, sign and write the receipt of a capture whose records ``refs`` are on disk. Call it with no
-    catalogue transaction open (see the module docstring); raises :class:`WarcError` if the write fails."""
-    if not refs:
+    catalogue transaction open (see the module docstring); raises :class:`WarcError` if the write fails.
+
+    ``refs`` are what the sink returned for the capture's records, or (for a capture committed before receipts
+    existed) :class:`ReceiptRecord` values from :func:`catalogue_records`.
+    """
+    records = [ReceiptRecord.from_ref(r) if isinstance(r, RecordRef) else r for r in refs]
+    if not records:
         raise ValueError("a receipt lists the records of its capture; this capture wrote none")
-    doc = receipt_document(facts, signer.key_id, (ReceiptRecord.from_ref(r) for r in refs))
+    doc = receipt_document(facts, signer.key_id, records)
     canonical = canonical_json(doc)
     digest = hashlib.sha256(canonical).digest()
     signature = signer.sign(digest)
-    main = refers_to if refers_to is not None else _main_record(refs, facts.final_url)
-    # WARC 1.1 §5.11: WARC-Refers-To links the receipt to the record it describes; the signature and key id go
-    # in extension fields (§4 allows them; readers ignore unknown fields), so the WARC alone carries both.
+    main = refers_to if refers_to is not None else _main_record(records, facts.final_url)
+    # WARC 1.1: WARC-Refers-To links a metadata record to the record it describes. The signature and key id go
+    # in extension fields (WARC 1.1 §4 allows them; readers ignore unknown fields): the WARC alone carries both.
     headers = (() if main is None else (("WARC-Refers-To", main),)) + (
         ("Archiver-Key-Id", signer.key_id),
         ("Archiver-Signature", f"ed25519:{signature.hex()}"),

@@ -91,9 +91,7 @@ def _openssl(*args: str | Path, cwd: Path | None = None, stdin: bytes | None = N
         ["openssl", *(str(a) for a in args)], cwd=cwd, input=stdin, capture_output=True, check=False
     )
     if result.returncode != 0:
-        raise RuntimeError(
-            f"openssl {' '.join(map(str, args))} failed: {result.stderr.decode(errors='replace')}"
-        )
+        raise RuntimeError(f"openssl {' '.join(map(str, args))} failed: {result.stderr.decode(errors='replace')}")
     return result.stdout
 
 

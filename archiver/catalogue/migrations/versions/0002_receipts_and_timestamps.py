@@ -18,7 +18,17 @@ depends_on = None
 WRITE_ONCE = "is write-once: UPDATE and DELETE are refused"
 # Columns of a receipt that may change once, from NULL, when it joins a timestamp batch.
 _BATCH_COLUMNS = ("batch_id", "leaf_index", "merkle_path")
-_RECEIPT_CONTENT = ("id", "capture_id", "version", "sha256", "canonical", "signature", "key_id", "record_id", "created_at")
+_RECEIPT_CONTENT = (
+    "id",
+    "capture_id",
+    "version",
+    "sha256",
+    "canonical",
+    "signature",
+    "key_id",
+    "record_id",
+    "created_at",
+)
 _WRITE_ONCE_TABLES = ("timestamp_batches", "custody_checkpoints", "timestamp_tokens")
 
 
