@@ -23,7 +23,7 @@ run: setup
 
 ## The default suite: fast, seconds.
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 ## Slow integration tests (real kills, big files, workers); CI runs them too.
 test-slow: setup
