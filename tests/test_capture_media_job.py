@@ -9,7 +9,7 @@ from archiver.archive import Archive
 from archiver.capture.fetch import FetchSettings
 from archiver.capture.gate import HostGate
 from archiver.capture.job import CaptureJob
-from archiver.catalogue.models import Artifact, Capture, Source
+from archiver.catalogue.models import Artifact, Capture, MediaItem, Source
 from archiver.catalogue.store import SourceRequest
 from tests.support.media_site import MediaSite, media_site
 
@@ -38,6 +38,10 @@ def test_page_with_video_gets_web_and_media_captures(sqlite_archive: Archive, me
         media = s.scalars(select(Artifact).where(Artifact.capture_id == caps[1].id, Artifact.role == "media")).all()
         assert media_site.file_sha256("clip.mp4") in {a.payload_sha256 for a in media}
         assert caps[1].details["identity"] is not None
+        (item,) = s.scalars(select(MediaItem).where(MediaItem.source_id == sid)).all()
+        assert item.capture_id == caps[1].id and item.sha256 == media_site.file_sha256("clip.mp4")
+        assert item.item_id and item.platform
+        assert item.size == (media_site.media_dir / "clip.mp4").stat().st_size
         events = [e.action for e in custody.iter_events(s) if e.subject == f"source:{sid}"]
         assert events == ["source.added", "collected", "stored", "signed", "collected", "stored", "signed"]
         assert custody.check_chain(s).ok

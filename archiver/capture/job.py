@@ -43,7 +43,7 @@ from archiver.capture.web import (
 )
 from archiver.capture.ytdlp_transport import check_ffmpeg, sweep_temp
 from archiver.catalogue import store as st
-from archiver.catalogue.models import Artifact, Capture, Source, WarcFile
+from archiver.catalogue.models import Artifact, Capture, MediaItem, Source, WarcFile
 from archiver.catalogue.store import SourceRequest, Store
 from archiver.errors import ArchiverError
 from archiver.integrity import receipts
@@ -456,6 +456,7 @@ class CaptureJob:
                 details=details,
                 tools=result.tools,
                 conversions=result.conversions,
+                media_items=[_media_item(i) for i in result.items],
             )
         finally:
             result.close()
@@ -477,6 +478,7 @@ class CaptureJob:
         depth: int = 0,
         tools: dict[str, str] | None = None,
         conversions: list[dict[str, str]] | None = None,
+        media_items: list[dict[str, Any]] | None = None,
     ) -> _Part:
         """One transaction: artifacts, the capture's end, the source's status, custody events, cited sources."""
         arch = self.archive
@@ -561,6 +563,8 @@ class CaptureJob:
                 receipts.record_receipt(
                     s, arch.clock, issued, warc_file_id=warc_ids[issued.ref.warc_file], actor=arch.actor
                 )
+            for item in media_items or []:
+                s.add(MediaItem(capture_id=capture_id, source_id=source_id, captured_at=now, **item))
             for conv in conversions or []:
                 self._event(s, "converted", source_id, capture=capture_id, **conv)
             if citations:
@@ -669,6 +673,27 @@ def _record_dict(ref: RecordRef) -> dict[str, Any]:
         "length": ref.length,
         "block_sha256": ref.block_digest.hex,
         "payload_sha256": ref.payload_digest.hex if ref.payload_digest else None,
+    }
+
+
+def _media_item(item: Any) -> dict[str, Any]:
+    """The catalogue row of one downloaded item (a media capture's items without identity are skipped upstream)."""
+    ident = item.identity
+    fields = {
+        k: getattr(ident, k, None)
+        for k in ("title", "description", "channel", "channel_id", "uploader", "uploader_id", "upload_time",
+                  "upload_date", "view_count", "like_count", "webpage_url")
+    }  # fmt: skip
+    return {
+        "platform": getattr(ident, "platform", None) or "unknown",
+        "extractor": getattr(ident, "extractor", None) or "unknown",
+        "item_id": getattr(ident, "item_id", None) or "unknown",
+        "duration": None if getattr(ident, "duration", None) is None else str(ident.duration),
+        "format_id": item.format_id,
+        "sha256": item.sha256,
+        "size": item.size,
+        "media_record_id": item.media_record_id,
+        **fields,
     }
 
 

@@ -226,4 +226,38 @@ class CustodyEvent(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class MediaItem(Base):
+    """A video or other media item downloaded by a media capture, with the platform's identity at that time.
+
+    What investigators search by: platform and item id, channel, uploader, upload time, the media's SHA-256.
+    """
+
+    __tablename__ = "media_items"
+    __table_args__ = (Index("ix_media_items_platform_item", "platform", "item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    capture_id: Mapped[int] = mapped_column(ForeignKey("captures.id"), index=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), index=True)
+    platform: Mapped[str] = mapped_column(String(40))
+    extractor: Mapped[str] = mapped_column(String(80))
+    item_id: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    channel: Mapped[str | None] = mapped_column(Text)
+    channel_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    uploader: Mapped[str | None] = mapped_column(Text)
+    uploader_id: Mapped[str | None] = mapped_column(String(200))
+    upload_time: Mapped[datetime | None]
+    upload_date: Mapped[str | None] = mapped_column(String(10))
+    duration: Mapped[str | None] = mapped_column(String(32))  # seconds, as text: never a rounded float
+    view_count: Mapped[int | None] = mapped_column(BigInteger)
+    like_count: Mapped[int | None] = mapped_column(BigInteger)
+    webpage_url: Mapped[str | None] = mapped_column(Text)
+    format_id: Mapped[str | None] = mapped_column(String(200))
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    media_record_id: Mapped[str | None] = mapped_column(String(64))
+    captured_at: Mapped[datetime]
+
+
 from archiver.catalogue import integrity_models  # noqa: E402, F401  (puts the integrity tables on Base.metadata)
