@@ -266,3 +266,24 @@ def _assert_catalogue_matches_warcs_allow_repaired(archive: Archive) -> None:
                 a.block_sha256,
             )
         assert custody.check_chain(s).ok
+
+
+def test_recovery_records_a_file_closed_on_disk_but_not_in_the_catalogue(sqlite_archive: Archive) -> None:
+    """kill -9 after the rename that closes a WARC file and before the catalogue recorded the close."""
+    from archiver.clock import SequentialIds
+    from archiver.warc.writer import WarcSink
+    from tests.support.warc_files import http_pair
+
+    sink = WarcSink(sqlite_archive.settings.warc_dir, prefix="t", clock=sqlite_archive.clock, ids=SequentialIds())
+    sink.write_group(http_pair(sink, "http://127.0.0.1:9/x", b"body"))
+    name = sink.current_name
+    assert name is not None
+    with sqlite_archive.session() as s:
+        s.add(WarcFile(name=name, status="open", opened_at=sqlite_archive.clock.now()))
+    closed = sink.close()  # on disk: closed and renamed; in the catalogue: still "open"
+    assert closed is not None
+    _job(sqlite_archive).recover()
+    with sqlite_archive.session() as s:
+        row = s.scalars(select(WarcFile).where(WarcFile.name == name)).one()
+        assert (row.status, row.sha256, row.size, row.records) == ("closed", closed.sha256, closed.size, closed.records)
+        assert [e.action for e in custody.iter_events(s)][-1] == "warc.closed"

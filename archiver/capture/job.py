@@ -48,6 +48,7 @@ from archiver.catalogue.store import SourceRequest, Store
 from archiver.errors import ArchiverError
 from archiver.integrity import receipts
 from archiver.urls import identify, normalise
+from archiver.warc.reader import scan_file
 from archiver.warc.records import REQUEST, RecordRef, RecordSpec
 from archiver.warc.repair import repair_open_files
 from archiver.warc.writer import WarcSink
@@ -210,6 +211,29 @@ class CaptureJob:
                     },
                 )
                 self._summary.repaired.append(r.name)
+            # A kill between a file's close (fsync, read-only, rename) and the catalogue's record of it leaves a
+            # row "open" whose file is already closed on disk: record it now, from the bytes on disk.
+            warc_dir = self.archive.settings.warc_dir
+            for row in s.scalars(select(WarcFile).where(WarcFile.status == "open")).all():
+                path = warc_dir / row.name
+                if (warc_dir / f"{row.name}.open").exists() or not path.exists():
+                    continue  # still being written by another process, or gone: verify reports it
+                check = scan_file(path)
+                row.status, row.sha256, row.size, row.records = "closed", check.sha256, check.size, check.records
+                row.closed_at = self.archive.clock.now()
+                custody.append(
+                    s,
+                    self.archive.clock,
+                    actor=self.archive.actor,
+                    action="warc.closed",
+                    subject=f"warc:{row.name}",
+                    details={
+                        "sha256": check.sha256,
+                        "size": check.size,
+                        "records": check.records,
+                        "recorded_by": "recovery after an interrupted close",
+                    },
+                )
             running = s.scalars(select(Capture).where(Capture.outcome == "running")).all()
             for cap in running:
                 cap.outcome = "interrupted"
