@@ -287,3 +287,13 @@ def test_recovery_records_a_file_closed_on_disk_but_not_in_the_catalogue(sqlite_
         row = s.scalars(select(WarcFile).where(WarcFile.name == name)).one()
         assert (row.status, row.sha256, row.size, row.records) == ("closed", closed.sha256, closed.size, closed.records)
         assert [e.action for e in custody.iter_events(s)][-1] == "warc.closed"
+
+
+def test_max_time_stops_starting_new_captures(sqlite_archive: Archive, site: Site) -> None:
+    with sqlite_archive.store() as store:
+        for i in range(30):
+            store.ensure_source(SourceRequest(url=site.add(f"/m{i}.html", f"<p>{i}</p>")))
+    job = CaptureJob(sqlite_archive, workers=1, gate=HostGate(1, 0.2), media=False)
+    summary = job.run(max_time=0.5)
+    assert summary.stopped_early and 0 < len(summary.captures) < 30
+    assert len(_job(sqlite_archive).pending_sources()) == 30 - len(summary.captures)

@@ -16,11 +16,14 @@ from __future__ import annotations
 import platform
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.metadata import version as dist_version
 from pathlib import Path
+from queue import Queue
 from typing import Any
 
 import requests
@@ -58,13 +61,18 @@ MAX_FAILED_ATTEMPTS = 3
 MAX_CITATION_DEPTH = 1
 
 
+@cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    return (
+        ("archiver", __version__),
+        ("python", platform.python_version()),
+        ("requests", requests.__version__),
+        ("urllib3", dist_version("urllib3")),
+    )
+
+
 def tool_versions() -> dict[str, str]:
-    return {
-        "archiver": __version__,
-        "python": platform.python_version(),
-        "requests": requests.__version__,
-        "urllib3": dist_version("urllib3"),
-    }
+    return dict(_versions())
 
 
 @dataclass(frozen=True)
@@ -268,32 +276,38 @@ class CaptureJob:
         queue = list(source_ids) if source_ids is not None else self.pending_sources()
         self.progress("start", len(queue))
         submitted: set[int] = set()
+        waiting: deque[int] = deque(queue)
+        done: Queue[Future[CaptureSummary | None]] = Queue()
+        in_flight = 0
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="capture") as pool:
-                futures: set[Future[CaptureSummary | None]] = set()
 
-                def submit(sid: int) -> None:
-                    if sid in submitted:
-                        return
-                    if deadline is not None and time.monotonic() > deadline:
-                        self._summary.stopped_early = True
-                        return
-                    submitted.add(sid)
-                    futures.add(pool.submit(self._capture_guarded, sid))
+                def fill() -> None:
+                    """Keep a bounded window in flight, so --max-time can stop what has not started."""
+                    nonlocal in_flight
+                    while waiting and in_flight < 2 * self.workers:
+                        if deadline is not None and time.monotonic() > deadline:
+                            self._summary.stopped_early = True
+                            waiting.clear()  # still pending in the catalogue: the next run takes them
+                            return
+                        sid = waiting.popleft()
+                        if sid in submitted:
+                            continue
+                        submitted.add(sid)
+                        pool.submit(self._capture_guarded, sid).add_done_callback(done.put)
+                        in_flight += 1
 
-                for sid in queue:
-                    submit(sid)
-                while futures:
-                    done = next(iter(_wait_any(futures)))
-                    futures.discard(done)
-                    result = done.result()
-                    if result is None:
-                        continue
-                    self._summary.captures.append(result)
-                    self.progress("captured", result)
-                    for new_id in self._discovered.pop(result.source_id, []):
-                        self.progress("discovered", new_id)
-                        submit(new_id)
+                fill()
+                while in_flight:
+                    result = done.get().result()
+                    in_flight -= 1
+                    if result is not None:
+                        self._summary.captures.append(result)
+                        self.progress("captured", result)
+                        for new_id in self._discovered.pop(result.source_id, []):
+                            self.progress("discovered", new_id)
+                            waiting.append(new_id)
+                    fill()
         finally:
             self.sink.close()
             self.fetcher.close()
@@ -731,10 +745,3 @@ def _iso(dt: Any) -> str | None:
     from archiver.clock import utc_iso
 
     return utc_iso(dt) if dt is not None else None
-
-
-def _wait_any(futures: set[Future[Any]]) -> set[Future[Any]]:
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    done, _ = wait(futures, return_when=FIRST_COMPLETED)
-    return done
