@@ -46,6 +46,16 @@ workers = 8
 per_host = 2
 per_host_delay = 0.1
 
+# Credentials for one domain and its subdomains: sent only there (checked on every redirect hop), used by web and
+# media capture alike, and stored as [redacted] in the WARC.
+# [[credentials]]
+# domain = "facebook.com"
+# headers = { Cookie = "c_user=...; xs=..." }
+
+# [media]
+# cookies_file = "cookies.txt"   # Netscape cookies file for yt-dlp, relative to the storage root
+# max_filesize = 4294967296
+
 # [[tsa]]
 # name = "example-tsa"
 # url = "http://timestamp.example.org/tsr"
@@ -83,6 +93,9 @@ class Settings:
     warc_max_size: int = 1 << 30
     network: NetworkSettings = field(default_factory=NetworkSettings)
     tsas: tuple[TsaSettings, ...] = ()
+    credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)  # domain -> headers
+    cookies_file: Path | None = None
+    media_max_filesize: int = 4 << 30
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -209,6 +222,25 @@ def load_settings(
         ca = Path(str(entry["ca"]))
         tsas.append(TsaSettings(str(entry["name"]), str(entry["url"]), ca if ca.is_absolute() else root_path / ca))
 
+    credentials: dict[str, dict[str, str]] = {}
+    for i, entry in enumerate(data.get("credentials", [])):
+        headers = entry.get("headers") if isinstance(entry, Mapping) else None
+        domain = entry.get("domain") if isinstance(entry, Mapping) else None
+        if not isinstance(domain, str) or not isinstance(headers, Mapping) or not domain.strip(".").strip():
+            raise ConfigError(f'{path}: [[credentials]] #{i + 1} needs domain = "..." and headers = {{ ... }}')
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise ConfigError(f"{path}: [[credentials]] #{i + 1}: header names and values must be strings")
+        credentials[domain.strip(".").lower()] = dict(headers)
+    media = _section(data, "media", path)
+    cookies = media.get("cookies_file")
+    cookies_path = None
+    if cookies is not None:
+        cookies_path = Path(str(cookies))
+        cookies_path = cookies_path if cookies_path.is_absolute() else root_path / cookies_path
+    media_max = media.get("max_filesize", 4 << 30)
+    if not isinstance(media_max, int) or media_max <= 0:
+        raise ConfigError(f"{path}: [media] max_filesize must be a positive integer")
+
     max_size = archive.get("warc_max_size", 1 << 30)
     if not isinstance(max_size, int) or max_size < 1 << 16:
         raise ConfigError(f"{path}: [archive] warc_max_size must be an integer of at least 65536")
@@ -220,5 +252,8 @@ def load_settings(
         warc_max_size=max_size,
         network=_network(network, path, proxy if proxy is not None else env.get("ARCHIVER_PROXY")),
         tsas=tuple(tsas),
+        credentials=credentials,
+        cookies_file=cookies_path,
+        media_max_filesize=media_max,
         raw=data,
     )

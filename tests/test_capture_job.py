@@ -6,6 +6,7 @@ import hashlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -297,3 +298,55 @@ def test_max_time_stops_starting_new_captures(sqlite_archive: Archive, site: Sit
     summary = job.run(max_time=0.5)
     assert summary.stopped_early and 0 < len(summary.captures) < 30
     assert len(_job(sqlite_archive).pending_sources()) == 30 - len(summary.captures)
+
+
+def test_credentials_from_settings_reach_their_domain_only_and_are_redacted(tmp_path: Path, site: Site) -> None:
+    from archiver.config import load_settings
+    from archiver.warc.reader import iter_records as records_of
+
+    root = tmp_path / "storage"
+    root.mkdir()
+    (root / "settings.toml").write_text(
+        '[[credentials]]\ndomain = "127.0.0.1"\nheaders = { Cookie = "session=SECRET-VALUE" }\n', encoding="utf-8"
+    )
+    arch = Archive(load_settings(root, None, collector="t", env={}))
+    arch.init()
+    try:
+        seen: list[str | None] = []
+        url = site.add("/private.html", "<html><body>members only</body></html>")
+        original = site.server.RequestHandlerClass.do_GET  # type: ignore[attr-defined]
+
+        def spy(handler: Any) -> None:
+            seen.append(handler.headers.get("Cookie"))
+            original(handler)
+
+        site.server.RequestHandlerClass.do_GET = spy  # type: ignore[attr-defined]
+        other = url.replace("127.0.0.1", "localhost").replace("private", "public")
+        site.add("/public.html", "<html><body>public</body></html>")
+        with arch.store() as store:
+            store.ensure_source(SourceRequest(url=url))
+            store.ensure_source(SourceRequest(url=other))
+        CaptureJob(arch, workers=1, gate=HostGate(1, 0.0), media=False).run()  # the archive's own settings
+        assert seen == ["session=SECRET-VALUE", None]  # 127.0.0.1 gets it, localhost does not
+        stored = b"".join(
+            (arch.settings.warc_dir / w).read_bytes()
+            for w in [p.name for p in arch.settings.warc_dir.glob("*.warc.gz")]
+        )
+        assert b"SECRET-VALUE" not in gzip_all(stored)
+        requests_ = [
+            r for p in arch.settings.warc_dir.glob("*.warc.gz") for r in records_of(p) if r.record_type == "request"
+        ]
+        assert any(dict(r.headers).get("X-Archiver-Redacted") for r in requests_)
+    finally:
+        arch.close()
+
+
+def gzip_all(data: bytes) -> bytes:
+    import zlib
+
+    out, rest = [], data
+    while rest:
+        d = zlib.decompressobj(31)
+        out.append(d.decompress(rest))
+        rest = d.unused_data
+    return b"".join(out)

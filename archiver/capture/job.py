@@ -149,6 +149,7 @@ class CaptureJob:
             max_redirects=net.max_redirects,
             retries=net.retries,
             proxy=net.proxy,
+            headers_by_domain=archive.settings.credentials,
         )
         self.gate = gate or HostGate(net.per_host, net.per_host_delay)
         self.fetcher = Fetcher(self.fetch_settings, archive.clock, archive.ids)
@@ -161,7 +162,10 @@ class CaptureJob:
             check_ffmpeg()
             self.media = MediaCapturer(
                 self.fetch_settings,
-                media_settings or MediaSettings(),
+                media_settings
+                or MediaSettings(
+                    max_filesize=archive.settings.media_max_filesize, cookies_file=archive.settings.cookies_file
+                ),
                 temp_parent=self.media_temp,
                 clock=archive.clock,
                 ids=archive.ids,
