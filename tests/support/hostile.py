@@ -409,12 +409,18 @@ class HostileServer:
         with self._server._lock:
             return [s for s in self._server.served if s.path == path]
 
-    def last(self, path: str, timeout: float = 3.0) -> Served:
-        """The latest answer to ``path``; waits, since a handler records its answer after its last write."""
+    def last(self, path: str, timeout: float = 3.0, *, after: int = 0) -> Served:
+        """The latest answer to ``path``; waits, since a handler records its answer after its last write.
+
+        ``after``: how many answers to ``path`` were recorded before the request in question (the server is shared
+        by a module's tests, so an earlier test's answer must not be taken for this one's).
+        """
         with self._server.recorded:
-            self._server.recorded.wait_for(lambda: any(s.path == path for s in self._server.served), timeout=timeout)
+            self._server.recorded.wait_for(
+                lambda: sum(1 for s in self._server.served if s.path == path) > after, timeout=timeout
+            )
             found = [s for s in self._server.served if s.path == path]
-        if not found:
+        if len(found) <= after:
             raise LookupError(f"the server never answered {path}")
         return found[-1]
 
