@@ -35,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import select
 
-from archiver import custody, keys
+from archiver import keys
 from archiver.archive import Archive
 from archiver.catalogue.models import Artifact, Capture, Source, WarcFile
+from archiver.catalogue.warcs import artifact_from_ref, record_closed_warc
 from archiver.clock import RandomIds, SystemClock
 from archiver.config import load_settings
 from archiver.integrity.receipts import CaptureFacts, record_receipt, write_receipt
@@ -54,17 +55,16 @@ PAGE = (b"<p>An incident report: the hospital was struck at dawn; witnesses desc
 
 def _closed(archive: Archive, closed: ClosedWarc) -> None:
     with archive.session() as s:
-        row = s.scalar(select(WarcFile).where(WarcFile.name == closed.name))
-        assert row is not None
-        row.sha256, row.size, row.records = closed.sha256, closed.size, closed.records
-        row.opened_at, row.closed_at, row.status = closed.opened_at, closed.closed_at, "closed"
-        custody.append(
+        record_closed_warc(
             s,
             archive.clock,
             actor=archive.actor,
-            action="warc.closed",
-            subject=f"warc:{closed.name}",
-            details={"sha256": closed.sha256, "size": closed.size},
+            name=closed.name,
+            sha256=closed.sha256,
+            size=closed.size,
+            records=closed.records,
+            opened_at=closed.opened_at,
+            closed_at=closed.closed_at,
         )
 
 
@@ -147,21 +147,7 @@ def build(root: Path, total: int) -> Archive:
 
 
 def _artifact(capture_id: int, role: str, ref: RecordRef, warc_id: int) -> Artifact:
-    return Artifact(
-        capture_id=capture_id,
-        role=role,
-        record_type=ref.record_type,
-        record_id=ref.record_id,
-        target_uri=ref.target_uri,
-        media_type=None,
-        size=ref.payload_length,
-        payload_sha256=ref.payload_digest.hex if ref.payload_digest else None,
-        block_sha256=ref.block_digest.hex,
-        warc_file_id=warc_id,
-        offset=ref.offset,
-        length=ref.length,
-        record_date=ref.date,
-    )
+    return artifact_from_ref(ref, capture_id=capture_id, role=role, warc_file_id=warc_id)
 
 
 def best(repeat: int, fn: Callable[[], object]) -> float:

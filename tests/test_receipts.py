@@ -23,6 +23,7 @@ from archiver.canonical import canonical_json
 from archiver.catalogue.integrity_models import CustodyCheckpoint, Receipt, TimestampBatch, TimestampToken
 from archiver.catalogue.models import Artifact, Capture, CustodyEvent, WarcFile
 from archiver.catalogue.store import SourceRequest
+from archiver.catalogue.warcs import artifact_from_ref
 from archiver.clock import FixedClock, SequentialIds
 from archiver.errors import ArchiverError
 from archiver.integrity.batches import batch_statement, checkpoint, pending_count, timestamp_pending
@@ -180,23 +181,7 @@ def _sink(archive: Archive) -> WarcSink:
 def _add_capture_rows(s: Session, capture_id: int, refs: list[RecordRef], warc_id: int) -> None:
     """What the capture job adds in its commit transaction, before the receipt."""
     for ref in refs:
-        s.add(
-            Artifact(
-                capture_id=capture_id,
-                role="page",
-                record_type=ref.record_type,
-                record_id=ref.record_id,
-                target_uri=ref.target_uri,
-                media_type=None,
-                size=ref.payload_length,
-                payload_sha256=ref.payload_digest.hex if ref.payload_digest else None,
-                block_sha256=ref.block_digest.hex,
-                warc_file_id=warc_id,
-                offset=ref.offset,
-                length=ref.length,
-                record_date=ref.date,
-            )
-        )
+        s.add(artifact_from_ref(ref, capture_id=capture_id, role="page", warc_file_id=warc_id))
 
 
 def test_receipt_commits_or_rolls_back_with_the_capture(archive: Archive) -> None:

@@ -46,8 +46,9 @@ from archiver.capture.web import (
 )
 from archiver.capture.ytdlp_transport import check_ffmpeg, sweep_temp
 from archiver.catalogue import store as st
-from archiver.catalogue.models import Artifact, Capture, MediaItem, Source, WarcFile
+from archiver.catalogue.models import Capture, MediaItem, Source, WarcFile
 from archiver.catalogue.store import SourceRequest, Store
+from archiver.catalogue.warcs import artifact_from_ref, record_closed_warc
 from archiver.errors import ArchiverError
 from archiver.integrity import receipts
 from archiver.urls import identify, normalise
@@ -231,20 +232,17 @@ class CaptureJob:
                 if (warc_dir / f"{row.name}.open").exists() or not path.exists():
                     continue  # still being written by another process, or gone: verify reports it
                 check = scan_file(path)
-                row.status, row.sha256, row.size, row.records = "closed", check.sha256, check.size, check.records
-                row.closed_at = self.archive.clock.now()
-                custody.append(
+                record_closed_warc(
                     s,
                     self.archive.clock,
                     actor=self.archive.actor,
-                    action="warc.closed",
-                    subject=f"warc:{row.name}",
-                    details={
-                        "sha256": check.sha256,
-                        "size": check.size,
-                        "records": check.records,
-                        "recorded_by": "recovery after an interrupted close",
-                    },
+                    name=row.name,
+                    sha256=check.sha256,
+                    size=check.size,
+                    records=check.records,
+                    opened_at=row.opened_at,
+                    closed_at=self.archive.clock.now(),
+                    recorded_by="recovery after an interrupted close",
                 )
             running = s.scalars(select(Capture).where(Capture.outcome == "running")).all()
             for cap in running:
@@ -549,20 +547,8 @@ class CaptureJob:
             assert cap is not None and src is not None
             for role, mtype, ref in refs:
                 s.add(
-                    Artifact(
-                        capture_id=capture_id,
-                        role=role,
-                        record_type=ref.record_type,
-                        record_id=ref.record_id,
-                        target_uri=ref.target_uri,
-                        media_type=mtype,
-                        size=ref.payload_length,
-                        payload_sha256=ref.payload_digest.hex if ref.payload_digest else None,
-                        block_sha256=ref.block_digest.hex,
-                        warc_file_id=warc_ids[ref.warc_file],
-                        offset=ref.offset,
-                        length=ref.length,
-                        record_date=ref.date,
+                    artifact_from_ref(
+                        ref, capture_id=capture_id, role=role, warc_file_id=warc_ids[ref.warc_file], media_type=mtype
                     )
                 )
             cap.ended_at, cap.outcome, cap.final_url, cap.http_status, cap.error = (
@@ -652,19 +638,18 @@ class CaptureJob:
         )
 
     def _on_close(self, closed: Any) -> None:
-        warc_id = self._warc_id(closed.name)
+        self._warc_id(closed.name)
         with self.archive.session() as s:
-            row = s.get(WarcFile, warc_id)
-            assert row is not None
-            row.sha256, row.size, row.records = closed.sha256, closed.size, closed.records
-            row.opened_at, row.closed_at, row.status = closed.opened_at, closed.closed_at, "closed"
-            custody.append(
+            record_closed_warc(
                 s,
                 self.archive.clock,
                 actor=self.archive.actor,
-                action="warc.closed",
-                subject=f"warc:{closed.name}",
-                details={"sha256": closed.sha256, "size": closed.size, "records": closed.records},
+                name=closed.name,
+                sha256=closed.sha256,
+                size=closed.size,
+                records=closed.records,
+                opened_at=closed.opened_at,
+                closed_at=closed.closed_at,
             )
         self._summary.closed_warcs.append(closed.name)
 

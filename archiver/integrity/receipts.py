@@ -38,6 +38,7 @@ from archiver import custody
 from archiver.canonical import canonical_json
 from archiver.catalogue.integrity_models import Receipt
 from archiver.catalogue.models import Artifact, Capture, Source, WarcFile, incident_sources
+from archiver.catalogue.warcs import artifact_from_ref
 from archiver.clock import Clock, utc_iso
 from archiver.errors import ArchiverError
 from archiver.keys import Signer
@@ -300,20 +301,13 @@ def record_receipt(session: Session, clock: Clock, issued: IssuedReceipt, *, war
     and end. Raises :class:`ArchiverError` (so the transaction rolls back) if the catalogue disagrees with it."""
     ref, facts = issued.ref, issued.facts
     session.add(
-        Artifact(
+        artifact_from_ref(
+            ref,
             capture_id=facts.capture_id,
             role=RECEIPT_ROLE,
-            record_type=ref.record_type,
-            record_id=ref.record_id,
-            target_uri=ref.target_uri,
-            media_type=RECEIPT_MEDIA_TYPE,
-            size=ref.payload_length,
-            payload_sha256=None,
-            block_sha256=ref.block_digest.hex,
             warc_file_id=warc_file_id,
-            offset=ref.offset,
-            length=ref.length,
-            record_date=ref.date,
+            media_type=RECEIPT_MEDIA_TYPE,
+            with_payload_digest=False,
         )
     )
     session.flush()

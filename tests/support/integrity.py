@@ -23,12 +23,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from archiver import custody, keys
+from archiver import keys
 from archiver.archive import Archive
 from archiver.capture.gate import HostGate
 from archiver.capture.job import CaptureJob
 from archiver.catalogue.integrity_models import Receipt
 from archiver.catalogue.models import Artifact, Capture, Source, WarcFile, incident_sources
+from archiver.catalogue.warcs import record_closed_warc
 from archiver.config import TsaSettings
 from archiver.integrity.batches import BatchReport, CheckpointReport, checkpoint, timestamp_pending, tsa_configs
 from archiver.integrity.receipts import CaptureFacts, catalogue_records, record_receipt, write_receipt
@@ -162,17 +163,16 @@ def issue_pending_receipts(archive: Archive) -> list[int]:
 
 def _closed(archive: Archive, closed: ClosedWarc) -> None:
     with archive.session() as s:
-        row = s.scalar(select(WarcFile).where(WarcFile.name == closed.name))
-        assert row is not None
-        row.sha256, row.size, row.records = closed.sha256, closed.size, closed.records
-        row.opened_at, row.closed_at, row.status = closed.opened_at, closed.closed_at, "closed"
-        custody.append(
+        record_closed_warc(
             s,
             archive.clock,
             actor=archive.actor,
-            action="warc.closed",
-            subject=f"warc:{closed.name}",
-            details={"sha256": closed.sha256, "size": closed.size, "records": closed.records},
+            name=closed.name,
+            sha256=closed.sha256,
+            size=closed.size,
+            records=closed.records,
+            opened_at=closed.opened_at,
+            closed_at=closed.closed_at,
         )
 
 
