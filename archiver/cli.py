@@ -671,5 +671,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# Commands in their own modules register themselves on ``cli`` when imported (see archiver/commands/).
+# -- command modules (one import per line) --
+# -- end of command modules --
+
+
 def main() -> None:
     cli(prog_name="archiver")
