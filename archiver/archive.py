@@ -97,6 +97,12 @@ class Archive:
             yield s
 
     @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only snapshot that never waits on (or blocks) a running capture's writes."""
+        with self.catalogue.reading() as s:
+            yield s
+
+    @contextmanager
     def store(self) -> Iterator[Store]:
         with self.session() as s:
             yield Store(s, self.clock, self.actor)

@@ -191,7 +191,7 @@ def lookup_archive(archive: Archive, file_or_sha256: str | os.PathLike[str]) -> 
     public = archive.settings.key_dir / PUBLIC_KEY_NAME
     public_pem = public.read_bytes() if public.exists() else None
     trusted = trusted_tsa_pems(archive.settings)
-    with archive.session() as s:
+    with archive.reading() as s:
         report = lookup(s, digest, public_pem=public_pem, trusted_tsa_pems=trusted)
     return LookupReport(str(file_or_sha256), report.sha256, report.matches)
 

@@ -154,7 +154,7 @@ def verify_archive(
     started = time.monotonic()
     run = _Run(archive, deep, progress or (lambda _kind, _data: None))
     trusted = trusted_tsa_pems(archive.settings) if deep else None  # a config error stops us before any work
-    with archive.session() as s:
+    with archive.reading() as s:
         files, capture_ids = _scope(s, incident)
     _check_files(run, files, workers)
     if incident is None:
@@ -261,7 +261,7 @@ def _file_done(run: _Run, row: WarcFile, hashed: Future[FileHash], walked: Futur
 
 
 def _artifacts(archive: Archive, warc_file_id: int) -> dict[int, _Art]:
-    with archive.session() as s:
+    with archive.reading() as s:
         rows = s.execute(
             select(
                 Artifact.offset,

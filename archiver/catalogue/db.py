@@ -16,15 +16,16 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from archiver.errors import CatalogueError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "archiver_read_only"  # execution option marking a reading session
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -41,7 +42,9 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front, so two writers never deadlock upgrading a read lock. Readers
+        # (``Catalogue.reading``) begin deferred and never wait on a writer: WAL serves them a snapshot.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def create_catalogue_engine(url: str) -> Engine:
@@ -138,6 +141,21 @@ class Catalogue:
             s.rollback()
             raise
         finally:
+            s.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only: one consistent snapshot, no write lock, always rolled back."""
+        s = self._sessions()
+        try:
+            s.connection(execution_options={READ_ONLY: True})
+            if self.dialect == "postgresql":
+                s.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+            yield s
+        except DBAPIError as exc:  # includes PostgreSQL's refusal to write in a read-only transaction
+            raise CatalogueError(f"catalogue error: {exc.orig}") from exc
+        finally:
+            # close() ends the transaction with a rollback but, unlike rollback(), leaves loaded objects usable.
             s.close()
 
     def dispose(self) -> None:

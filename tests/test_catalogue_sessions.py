@@ -1,0 +1,52 @@
+"""Reading sessions: a snapshot that neither waits on nor blocks a writer, and never writes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import select, text
+
+from archiver.archive import Archive
+from archiver.catalogue.models import Incident
+from archiver.errors import CatalogueError
+from archiver.manifest import parse_text
+from tests.conftest import TEST_TODAY
+
+MANIFEST = """\
+version: 1
+incidents:
+  - id: test-incident
+    title: A test incident
+    when: {start: 2017-04-04}
+    place: {name: Khan Shaykhoun, country: SY}
+    summary: A test incident.
+"""
+
+
+def test_reader_does_not_wait_for_a_writer_holding_the_lock(sqlite_archive: Archive) -> None:
+    with sqlite_archive.session() as writer:
+        writer.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: the write lock is held until this block ends
+        started = time.monotonic()
+        with sqlite_archive.reading() as reader:
+            assert reader.scalars(select(Incident)).all() == []
+        assert time.monotonic() - started < 5  # a writer's BEGIN IMMEDIATE would wait the 30 s busy timeout
+
+
+def test_reader_sees_a_snapshot_and_leaves_no_changes(archive: Archive) -> None:
+    with archive.reading() as reader:
+        before = reader.scalars(select(Incident)).all()
+        with archive.store() as store:
+            store.load(parse_text(MANIFEST, "t.yaml", TEST_TODAY))
+        assert reader.scalars(select(Incident)).all() == before  # same snapshot for the whole session
+        reader.add(Incident(id="never-written", title="x"))
+    with archive.reading() as reader:
+        assert reader.get(Incident, "never-written") is None  # reading sessions roll back
+        assert reader.get(Incident, "test-incident") is not None
+
+
+def test_postgresql_reader_refuses_writes(archive: Archive) -> None:
+    if archive.catalogue.dialect != "postgresql":
+        pytest.skip("SQLite has no read-only transactions; the session is rolled back instead")
+    with pytest.raises(CatalogueError), archive.reading() as reader:
+        reader.execute(text("CREATE TABLE should_not_exist (x int)"))
