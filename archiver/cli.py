@@ -673,6 +673,8 @@ def _jsonable(value: Any) -> Any:
 
 # Commands in their own modules register themselves on ``cli`` when imported (see archiver/commands/).
 # -- command modules (one import per line) --
+from archiver.commands import bundle  # noqa: E402, F401
+
 # -- end of command modules --
 
 
