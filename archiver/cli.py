@@ -496,6 +496,8 @@ def _print_run(summary: Any, as_json: bool) -> None:
     if as_json:
         _emit_json(data)
         return
+    for warning in data.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
     for c in data["captures"]:
         if c["outcome"] != "ok":
             click.echo(f"{c['outcome']:<7} {c['url']}  {c['http_status'] or ''} {c['error'] or ''}".rstrip())
@@ -509,10 +511,24 @@ def _print_run(summary: Any, as_json: bool) -> None:
         click.echo(f"{data['interrupted_captures']} interrupted capture(s) from an earlier run were retried")
     if data["stopped_early"]:
         click.echo("stopped early (--max-time); the rest is still pending")
+    r = data.get("rechecks") or {}
+    if r.get("checked") or r.get("skipped"):  # archiver run's re-checks (docs/rechecks.md)
+        click.echo(
+            f"re-checked {r['checked']}: still online {r['still_online']}, changed {r['changed']}, gone {r['gone']}, "
+            f"still gone {r['still_gone']}, returned {r['returned']}, errors {r['errors']}"
+            + (f"; {r['skipped']} still due" if r["skipped"] else "")
+        )
+    for f in r.get("failing", []):
+        click.echo(f"failing: source {f['source_id']} {f['url']}: {f['errors_in_a_row']} failed re-checks in a row")
 
 
 WORKERS_OPTION = click.option(
     "--workers", type=click.IntRange(1, 256), help="Concurrent captures (settings: network.workers)."
+)
+BROWSER_OPTION = click.option(
+    "--browser/--no-browser",
+    default=None,
+    help="Render every source in Chromium / none (default: [browser] settings; docs/browser.md).",
 )
 
 
@@ -520,27 +536,55 @@ WORKERS_OPTION = click.option(
 @WORKERS_OPTION
 @click.option("--max-time", type=click.FloatRange(min=1), help="Stop starting new captures after this many seconds.")
 @click.option("--follow-citations/--no-follow-citations", default=None, help="Override per-source citation following.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "celery"]),
+    default="local",
+    show_default=True,
+    help="local: capture in this process; celery: enqueue for 'archiver worker' processes (docs/scale.md).",
+)
+@click.option("--wait/--no-wait", default=True, help="celery: wait for the workers to finish the run (default).")
+@BROWSER_OPTION
 @JSON_OPTION
 @pass_app
 def run_command(
-    app: AppContext, workers: int | None, max_time: float | None, follow_citations: bool | None, as_json: bool
+    app: AppContext,
+    workers: int | None,
+    max_time: float | None,
+    follow_citations: bool | None,
+    executor: str,
+    wait: bool,
+    browser: bool | None,
+    as_json: bool,
 ) -> None:
     """Capture every pending source (what cron calls). Exits at once if another run holds the lock.
 
     \b
     Example:
         archiver run --max-time 3000 --json
+        archiver run --executor celery --no-wait
     """
     from archiver import jobs
 
     bar, on = _progress(as_json)
-    options = jobs.RunOptions(workers=workers, max_time=max_time, follow_citations=follow_citations)
+    options = jobs.RunOptions(
+        workers=workers,
+        max_time=max_time,
+        follow_citations=follow_citations,
+        executor=executor,
+        wait=wait,
+        browser=browser,
+    )
     if bar is not None:
         with bar:
             summary = jobs.run(app.archive(), options, on)
     else:
         summary = jobs.run(app.archive(), options, on)
     _print_run(summary, as_json)
+    if executor == "celery" and not as_json:
+        from archiver.distributed.coordinator import describe
+
+        click.echo(describe(summary))
 
 
 @cli.command("capture")
@@ -548,21 +592,29 @@ def run_command(
 @click.option("--incident", "incident_id", help="Incident the URL is a source of.")
 @click.option("--follow-citations", is_flag=True, help="Also capture the links the page cites (depth 1).")
 @WORKERS_OPTION
+@BROWSER_OPTION
 @JSON_OPTION
 @pass_app
 def capture_command(
-    app: AppContext, url: str, incident_id: str | None, follow_citations: bool, workers: int | None, as_json: bool
+    app: AppContext,
+    url: str,
+    incident_id: str | None,
+    follow_citations: bool,
+    workers: int | None,
+    browser: bool | None,
+    as_json: bool,
 ) -> None:
     """Capture one URL now (added as a source first).
 
     \b
     Example:
         archiver capture 'https://example.org/report' --incident khan-shaykhoun-chemical-attack-2017-04-04
+        archiver capture 'https://x.com/someone/status/1' --no-browser
     """
     from archiver import jobs
 
     bar, on = _progress(as_json)
-    options = jobs.RunOptions(workers=workers, follow_citations=follow_citations)
+    options = jobs.RunOptions(workers=workers, follow_citations=follow_citations, browser=browser)
     if bar is not None:
         with bar:
             summary = jobs.capture(app.archive(), url, incident_id, options, on)
@@ -672,10 +724,7 @@ def _jsonable(value: Any) -> Any:
 
 
 # Commands in their own modules register themselves on ``cli`` when imported (see archiver/commands/).
-# -- command modules (one import per line) --
-from archiver.commands import bundle  # noqa: E402, F401
-
-# -- end of command modules --
+from archiver.commands import bundle, schedule, worker  # noqa: E402, F401
 
 
 def main() -> None:

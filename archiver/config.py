@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archiver.capture.browser_settings import SETTINGS_TOML as BROWSER_TOML
+from archiver.capture.browser_settings import BrowserSettings, browser_settings
+from archiver.distributed.settings import SETTINGS_TOML as CELERY_TOML
+from archiver.distributed.settings import CelerySettings, celery_settings
 from archiver.errors import ConfigError
+from archiver.recheck_schedule import RecheckSettings, recheck_settings
 
 SETTINGS_FILE = "settings.toml"
 DEFAULT_ROOT = "storage"
@@ -56,11 +61,25 @@ per_host_delay = 0.1
 # cookies_file = "cookies.txt"   # Netscape cookies file for yt-dlp, relative to the storage root
 # max_filesize = 4294967296
 
+[recheck]
+# When captured sources are fetched again (still online, changed, gone), counted from their last capture. A slot
+# missed while the archiver was not running is not made up. Phases: "every N hours|days|weeks for ..."; hourly,
+# daily, weekly, monthly (30 days); "never" turns re-checks off. See docs/rechecks.md.
+schedule = "daily for 7 days, then weekly"
+# Gone sources: how often to look whether they came back, counted from when they went ("never" to stop).
+gone = "monthly"
+# A source whose re-checks failed this many times in a row (timeouts, 5xx) is listed as failing.
+report_errors_after = 3
+# Re-checks one run starts at most; the rest stay due for the next run.
+max_per_run = 500
+
 # [[tsa]]
 # name = "example-tsa"
 # url = "http://timestamp.example.org/tsr"
 # ca = "tsa-ca.pem"          # relative to the storage root
 """
+DEFAULT_SETTINGS_TOML += "\n" + CELERY_TOML  # the scale path's section (archiver/distributed/settings.py)
+DEFAULT_SETTINGS_TOML += "\n" + BROWSER_TOML  # browser capture (archiver/capture/browser_settings.py)
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,9 @@ class Settings:
     credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)  # domain -> headers
     cookies_file: Path | None = None
     media_max_filesize: int = 4 << 30
+    recheck: RecheckSettings = field(default_factory=RecheckSettings)
+    celery: CelerySettings = field(default_factory=CelerySettings)
+    browser: BrowserSettings = field(default_factory=BrowserSettings)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -255,5 +277,8 @@ def load_settings(
         credentials=credentials,
         cookies_file=cookies_path,
         media_max_filesize=media_max,
+        recheck=recheck_settings(_section(data, "recheck", path), path),
+        celery=celery_settings(_section(data, "celery", path), path, env),
+        browser=browser_settings(_section(data, "browser", path), path),
         raw=data,
     )

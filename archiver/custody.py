@@ -20,9 +20,9 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import Table, and_, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from archiver.canonical import canonical_json
@@ -88,6 +88,44 @@ def _lock_chain(session: Session) -> None:
     # SQLite: every transaction begins IMMEDIATE (archiver.catalogue.db), so writers are already serialised.
 
 
+def _head(session: Session) -> tuple[int, str]:
+    """The chain head (last seq and hash; 0 and GENESIS for an empty log), read under the appenders' lock."""
+    _lock_chain(session)
+    session.flush()
+    head = session.execute(
+        select(CustodyEvent.seq, CustodyEvent.hash).order_by(CustodyEvent.seq.desc()).limit(1)
+    ).first()
+    return (head.seq, head.hash) if head else (0, GENESIS)
+
+
+def _event_values(
+    seq: int,
+    prev: str,
+    at: datetime,
+    *,
+    actor: str,
+    action: str,
+    subject: str,
+    incident: str | None,
+    details: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The column values of event ``seq`` after ``prev``: the one place the hashing rule is applied."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown custody action {action!r}")
+    doc = event_document(seq, at, actor, action, subject, incident, details or {})
+    return {
+        "seq": seq,
+        "at": parse_utc(doc["at"]),
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "incident_id": incident,
+        "details": canonical_json(doc["details"]).decode("utf-8"),
+        "prev_hash": prev,
+        "hash": chain_hash(prev, doc),
+    }
+
+
 def append(
     session: Session,
     clock: Clock,
@@ -101,28 +139,72 @@ def append(
     """Append one event in the caller's transaction and return it."""
     if action not in ACTIONS:
         raise ValueError(f"unknown custody action {action!r}")
-    _lock_chain(session)
-    session.flush()
-    head = session.execute(
-        select(CustodyEvent.seq, CustodyEvent.hash).order_by(CustodyEvent.seq.desc()).limit(1)
-    ).first()
-    seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
-    at = clock.now()
-    doc = event_document(seq, at, actor, action, subject, incident, details or {})
-    row = CustodyEvent(
-        seq=seq,
-        at=parse_utc(doc["at"]),
-        actor=actor,
-        action=action,
-        subject=subject,
-        incident_id=incident,
-        details=canonical_json(doc["details"]).decode("utf-8"),
-        prev_hash=prev,
-        hash=chain_hash(prev, doc),
+    seq, prev = _head(session)
+    values = _event_values(
+        seq + 1, prev, clock.now(), actor=actor, action=action, subject=subject, incident=incident, details=details
     )
+    row = CustodyEvent(**values)
     session.add(row)
     session.flush()
     return row
+
+
+class ChainCursor:
+    """Many appends in one transaction with one read of the chain head (group commit of capture runs).
+
+    The head is read, under the same lock as :func:`append` (PostgreSQL's advisory lock; SQLite's write lock
+    held since ``BEGIN IMMEDIATE``), at the first :meth:`append`, then carried forward in memory; the events are
+    inserted in one statement by :meth:`flush`, which must run before the transaction commits. Hashing goes
+    through the same rule as :func:`append`, so the chain cannot tell the two apart.
+
+    Code that calls :func:`append` in the same transaction must be preceded by :meth:`flush` (so that it sees
+    the cursor's events) and followed by :meth:`invalidate` (so that the cursor reads the new head). Were either
+    forgotten, two events would claim one ``seq`` (the primary key) and the transaction would fail: the chain
+    can be refused, never forked.
+    """
+
+    def __init__(self, session: Session, clock: Clock) -> None:
+        self._session = session
+        self._clock = clock
+        self._head: tuple[int, str] | None = None
+        self._pending: list[dict[str, Any]] = []
+
+    def append(
+        self,
+        *,
+        actor: str,
+        action: str,
+        subject: str,
+        incident: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Add one event (inserted at the next :meth:`flush`); returns its column values."""
+        if self._head is None:
+            self._head = _head(self._session)
+        seq, prev = self._head
+        at = self._clock.now()
+        values = _event_values(
+            seq + 1, prev, at, actor=actor, action=action, subject=subject, incident=incident, details=details
+        )
+        self._pending.append(values)
+        self._head = (values["seq"], values["hash"])
+        return values
+
+    @property
+    def head(self) -> tuple[int, str] | None:
+        """The (seq, hash) the next event follows, if read yet."""
+        return self._head
+
+    def flush(self) -> None:
+        """Insert the events added since the last flush (one statement)."""
+        if self._pending:
+            rows, self._pending = self._pending, []
+            self._session.execute(insert(cast(Table, CustodyEvent.__table__)), rows)
+
+    def invalidate(self) -> None:
+        """Forget the head: another writer in this transaction (:func:`append`) has moved it."""
+        self.flush()
+        self._head = None
 
 
 def document_of(row: CustodyEvent) -> dict[str, Any]:

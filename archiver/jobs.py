@@ -15,7 +15,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from archiver import keys
+from archiver import keys, recheck_due
 from archiver.archive import Archive
 from archiver.capture.job import CaptureJob, ProgressCallback, RunSummary
 from archiver.errors import LockedError
@@ -106,16 +106,33 @@ class RunOptions:
     workers: int | None = None
     max_time: float | None = None
     follow_citations: bool | None = None
+    executor: str = "local"  # local: a thread pool in this process; celery: workers (archiver.distributed)
+    wait: bool = True  # celery: wait for the workers to finish the run (False: enqueue and exit, for cron)
+    browser: bool | None = None  # None: [browser] settings decide per source; True: every source; False: none
 
 
 def run(archive: Archive, options: RunOptions, progress: ProgressCallback | None = None) -> RunSummary:
     """Capture everything pending (and what reports cite), under the run lock."""
+    if options.executor == "celery":
+        from archiver.distributed.coordinator import run_distributed
+
+        return run_distributed(archive, options, progress)
     archive.ensure_ready()
     with run_lock(archive.settings.root), run_log(archive.settings.root) as log:
         log.info("run started (workers=%s, max_time=%s)", options.workers, options.max_time)
-        job = CaptureJob(archive, workers=options.workers, progress=progress, follow_citations=options.follow_citations)
+        job = CaptureJob(
+            archive,
+            workers=options.workers,
+            progress=progress,
+            follow_citations=options.follow_citations,
+            browser=options.browser,
+        )
         summary = job.run(max_time=options.max_time)
         _log_summary(log, summary)
+        # Then re-check the captured sources that are due, within what --max-time leaves (docs/rechecks.md).
+        left = None if options.max_time is None else options.max_time - summary.seconds
+        rechecks = recheck_due.after_captures(archive, workers=options.workers, max_time=left, log=log)
+        summary.rechecks = rechecks.as_dict()
         summary.integrity = seal(archive, log)
         return summary
 
@@ -131,7 +148,7 @@ def capture(
     archive.ensure_ready()
     with run_lock(archive.settings.root), run_log(archive.settings.root) as log:
         log.info("capture of %s started", url)
-        job = CaptureJob(archive, workers=options.workers, progress=progress)
+        job = CaptureJob(archive, workers=options.workers, progress=progress, browser=options.browser)
         summary = job.capture_url(url, incident_id, follow_citations=bool(options.follow_citations))
         _log_summary(log, summary)
         summary.integrity = seal(archive, log)

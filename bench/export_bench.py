@@ -1,25 +1,29 @@
 """Export benchmark: ``archiver export`` of an incident holding ``--size`` MB of captures, against ``cp -r`` of the
-same WARC files in the same run.
+same WARC files and against the hashing a bag needs, in the same run.
 
 The archive is built directly through the library, as the capture job writes it: one incident citing
-``--sources`` video sources, each with one capture whose response record carries an incompressible body (as
-video is) written through :class:`archiver.warc.writer.WarcSink` (rotating at 1 GB, like the default), its
-Artifact rows, closed WARC files recorded, and a signed receipt per capture (receipts stay pending: no TSA).
-Then, each in a subprocess measured by the kernel (``wait4``: wall time, peak RSS):
+``--sources`` video sources, each with one capture whose response record carries a video (a short real MP4
+made by ffmpeg, moov atom first, padded with random bytes to its share of ``--size``: incompressible, as
+video is, and a still can be made of it, as of a real one) written through
+:class:`archiver.warc.writer.WarcSink` (rotating at 1 GB, like the default), its Artifact and MediaItem rows,
+and the closed WARC files recorded. Then, each in a subprocess measured by the kernel (``wait4``: wall time,
+user + system CPU of the process and the children it waited for, peak RSS), on the same page-cache state:
 
-- ``cp -r warcs/ copy/`` — the disk's speed for these bytes on this machine, now;
-- ``archiver export --incident bench --out bundle`` — copies every record, extracts each video's payload (a
-  MediaItem row per source, as a media capture makes), so it writes twice the WARC bytes, hashing everything
-  with SHA-256 and SHA-512 while writing, then writes the tag files;
-- ``archiver verify-bundle bundle`` — for information.
+- ``cp -r`` of the WARC files, and ``cp -r`` then ``sync`` of the copied files (what durable copying costs);
+- ``sha256sum`` and ``sha512sum`` of the WARC files: the digests of these bytes once;
+- ``archiver export``: copies every record, extracts each video's payload (so the bag holds the WARC bytes
+  twice), hashes everything with SHA-256 and SHA-512 while writing, a still per video with ffmpeg, fsyncs;
+- ``sha256sum`` and ``sha512sum`` of the bag's payload files: the least work any bag of these contents needs;
+- ``archiver verify-bundle`` of the bag.
 
-Reported: MB/s of each (WARC bytes / wall time), the export's ratio to ``cp``, and peak RSS (constant memory
-means it does not grow with ``--size``). Page-cache state matters: the WARC files were just written, so both
-``cp`` and the export read them from memory on a machine with enough RAM; the comparison is fair because both
-run on the same cache state (``cp`` first, then export).
+Reported for each: wall seconds, MB/s (WARC MB / wall), CPU seconds and CPU milliseconds per WARC MB, peak
+RSS. On a shared machine wall time depends on what else runs; CPU time does not, so compare CPU ms/MB, and
+wall times only within one run. ``--repeat`` runs each tool that many times and keeps the median.
+``--also DIR`` measures the export and verify-bundle of another checkout (e.g. an older commit, made with
+``git worktree add``) on the same archive, for before/after figures from one run.
 
     .venv/bin/python bench/export_bench.py --size 2000          # the issue's 2 GB
-    .venv/bin/python bench/export_bench.py --size 200 --json out.json
+    .venv/bin/python bench/export_bench.py --size 400 --repeat 3 --json out.json
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from datetime import UTC, date, datetime
@@ -44,13 +49,25 @@ from archiver.manifest import parse_text
 from archiver.warc.block import BlockBuilder
 from archiver.warc.records import HTTP_RESPONSE_TYPE, RESPONSE, ClosedWarc, RecordSpec
 from archiver.warc.writer import WarcSink
-from bench.common import MB, mb, run_measured
+from bench.common import MB, Measured, mb, run_measured
 
 PYTHON = sys.executable
 CHUNK = 1 << 20
 
 
-def build(root: Path, size_mb: int, sources: int) -> int:
+def video_head(work: Path) -> bytes:
+    """A short real MP4 (moov atom first, so a still is made from its start), or nothing without ffmpeg."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        return b""
+    out = work / "head.mp4"
+    subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+                    "-t", "2", "-c:v", "mpeg4", "-q:v", "5", "-movflags", "+faststart", "-y", str(out)],
+                   check=True)  # fmt: skip
+    return out.read_bytes()
+
+
+def build(root: Path, size_mb: int, sources: int, head_video: bytes = b"") -> int:
     """An initialised archive whose incident ``bench`` holds about ``size_mb`` MB of video records."""
     settings = load_settings(root, None, collector="bench", env={})
     archive = Archive(settings)
@@ -76,7 +93,9 @@ def build(root: Path, size_mb: int, sources: int) -> int:
             head = f"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {per_source}\r\n\r\n".encode()
             builder = BlockBuilder()
             builder.write_head(head)
-            left = per_source
+            prefix = head_video if len(head_video) < per_source else b""
+            builder.write_payload(prefix)
+            left = per_source - len(prefix)
             while left > 0:
                 piece = os.urandom(min(CHUNK, left))
                 builder.write_payload(piece)
@@ -105,45 +124,102 @@ def build(root: Path, size_mb: int, sources: int) -> int:
     return sum(p.stat().st_size for p in settings.warc_dir.glob("*.warc.gz"))
 
 
+def measured(
+    argv: list[str], repeat: int, *, env: dict[str, str] | None = None, cleanup: Path | None = None
+) -> Measured:
+    """Run ``argv`` ``repeat`` times (removing ``cleanup`` before each run); the run of median wall time."""
+    runs = []
+    for _ in range(repeat):
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        runs.append(run_measured(argv, env=env).check())
+    return sorted(runs, key=lambda m: m.wall_s)[len(runs) // 2]
+
+
+def row(name: str, m: Measured, warc_bytes: int) -> dict[str, Any]:
+    cpu = m.user_s + m.sys_s
+    return {
+        "name": name,
+        "wall_s": round(m.wall_s, 2),
+        "mb_s": round(warc_bytes / MB / m.wall_s, 1),
+        "cpu_s": round(cpu, 2),
+        "cpu_ms_per_mb": round(1000 * cpu / (warc_bytes / MB), 2),
+        "peak_rss": m.max_rss,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=2000, help="MB of captures in the incident (default 2000)")
     parser.add_argument("--sources", type=int, default=40, help="video sources sharing them (default 40)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each tool, median kept (default 1)")
+    parser.add_argument("--also", type=Path, action="append", default=[],
+                        help="another checkout whose export and verify-bundle are measured too")  # fmt: skip
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed after)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="export-bench-", dir=args.dir))
+    rows: list[dict[str, Any]] = []
+    bundle_bytes = 0
     try:
         root = work / "storage"
         print(f"building an archive with {args.size} MB of captures in {work} ...", flush=True)
-        warc_bytes = build(root, args.size, args.sources)
-        cp = run_measured(["cp", "-r", str(root / "warcs"), str(work / "copy")]).check()
-        base = [PYTHON, "-m", "archiver", "--root", str(root), "--collector", "bench"]
-        export = run_measured([*base, "export", "--incident", "bench", "--out", str(work / "bundle"), "--json"]).check()
-        verify = run_measured([*base, "verify-bundle", str(work / "bundle")]).check()
+        warc_bytes = build(root, args.size, args.sources, video_head(work))
+        warcs = sorted(str(p) for p in (root / "warcs").glob("*.warc.gz"))
+        load_before = os.getloadavg()[0]
+        copy = work / "copy"
+        n = args.repeat
+
+        def add(name: str, m: Measured) -> None:
+            rows.append(row(name, m, warc_bytes))
+            r = rows[-1]
+            print(f"{name:30} {r['wall_s']:7.2f} s {r['mb_s']:7.1f} MB/s   CPU {r['cpu_s']:6.2f} s"
+                  f" {r['cpu_ms_per_mb']:6.2f} ms/MB   peak RSS {mb(r['peak_rss'])}", flush=True)  # fmt: skip
+
+        add("cp -r", measured(["cp", "-r", str(root / "warcs"), str(copy)], n, cleanup=copy))
+        # coreutils sync with file arguments fsyncs just those files (and the folder), not the whole machine.
+        durable = 'cp -r "$1" "$2" && sync "$2"/* "$2"'
+        add("cp -r + sync", measured(["sh", "-c", durable, "sh", str(root / "warcs"), str(copy)], n, cleanup=copy))
+        shutil.rmtree(copy, ignore_errors=True)
+        sums = [measured([tool, *warcs], n) for tool in ("sha256sum", "sha512sum")]
+        add("sha256sum + sha512sum (WARC)", _sum(sums))
+        bundle = work / "bundle"
+        trees = [("", Path(__file__).resolve().parent.parent), *((f" @ {p.name}", p.resolve()) for p in args.also)]
+        for label, tree in trees:
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            # -P: the checkout comes from PYTHONPATH, not from the current directory.
+            base = [PYTHON, "-P", "-m", "archiver", "--root", str(root), "--collector", "bench"]
+            cmd = [*base, "export", "--incident", "bench", "--out", str(bundle), "--json"]
+            add(f"archiver export{label}", measured(cmd, n, env=env, cleanup=bundle))
+            add(f"archiver verify-bundle{label}", measured([*base, "verify-bundle", str(bundle)], n, env=env))
+            if not label:
+                payload = sorted(str(p) for p in (bundle / "data").rglob("*") if p.is_file())
+                bag_sums = [measured([tool, *payload], n) for tool in ("sha256sum", "sha512sum")]
+                add("sha256sum + sha512sum (bag)", _sum(bag_sums))
+                bundle_bytes = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
         result = {
             "size_mb": args.size,
+            "sources": args.sources,
             "warc_bytes": warc_bytes,
-            "cp_s": round(cp.wall_s, 2),
-            "cp_mb_s": round(warc_bytes / MB / cp.wall_s, 1),
-            "export_s": round(export.wall_s, 2),
-            "export_mb_s": round(warc_bytes / MB / export.wall_s, 1),
-            "export_vs_cp": round(cp.wall_s / export.wall_s, 2),
-            "export_peak_rss": export.max_rss,
-            "verify_bundle_s": round(verify.wall_s, 2),
-            "verify_bundle_peak_rss": verify.max_rss,
-            "bundle_bytes": sum(p.stat().st_size for p in (work / "bundle").rglob("*") if p.is_file()),
+            "bundle_bytes": bundle_bytes,
+            "cpus": os.cpu_count(),
+            "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+            "rows": rows,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"WARC data        {mb(warc_bytes)}")
-    print(f"cp -r            {result['cp_s']} s  {result['cp_mb_s']} MB/s")
-    print(f"archiver export  {result['export_s']} s  {result['export_mb_s']} MB/s  ({result['export_vs_cp']}x cp)"
-          f"  peak RSS {mb(export.max_rss)}")  # fmt: skip
-    print(f"verify-bundle    {result['verify_bundle_s']} s  peak RSS {mb(verify.max_rss)}")
+    print(f"WARC data {mb(warc_bytes)}, bag {mb(bundle_bytes)}; load average {result['load_average']} "
+          f"on {os.cpu_count()} CPUs")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _sum(runs: list[Measured]) -> Measured:
+    """Two tools run one after the other, as one measurement."""
+    a, b = runs
+    return Measured(a.argv + b.argv, 0, a.wall_s + b.wall_s, a.user_s + b.user_s, a.sys_s + b.sys_s,
+                    max(a.max_rss, b.max_rss), "", "")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from archiver.bundle.layout import ALGORITHMS, BAGIT_TXT
-from archiver.bundle.streams import FileDigests, write_bytes
+from archiver.bundle.streams import FileDigests, Syncer, write_bytes
 
 
 def encode_path(path: str) -> str:
@@ -46,18 +46,20 @@ class TagFiles:
     tagmanifest_sha256: str  # sha256 of tagmanifest-sha256.txt: what the export's custody event records
 
 
-def write_tag_files(root: Path, payload: Sequence[FileDigests], info: Mapping[str, str]) -> TagFiles:
+def write_tag_files(
+    root: Path, payload: Sequence[FileDigests], info: Mapping[str, str], syncer: Syncer | None = None
+) -> TagFiles:
     """Write bagit.txt, payload manifests, bag-info.txt (with Payload-Oxum) and tag manifests into ``root``."""
     oxum = f"{sum(f.size for f in payload)}.{len(payload)}"
-    tags = [write_bytes(root, "bagit.txt", BAGIT_TXT)]
+    tags = [write_bytes(root, "bagit.txt", BAGIT_TXT, syncer)]
     for algorithm in ALGORITHMS:
-        tags.append(write_bytes(root, f"manifest-{algorithm}.txt", manifest_text(payload, algorithm)))
+        tags.append(write_bytes(root, f"manifest-{algorithm}.txt", manifest_text(payload, algorithm), syncer))
     fields = [*info.items(), ("Payload-Oxum", oxum)]
-    tags.append(write_bytes(root, "bag-info.txt", bag_info_text(fields)))
+    tags.append(write_bytes(root, "bag-info.txt", bag_info_text(fields), syncer))
     tag_sha256 = ""
     for algorithm in ALGORITHMS:
         text = manifest_text(tags, algorithm)
-        written = write_bytes(root, f"tagmanifest-{algorithm}.txt", text)
+        written = write_bytes(root, f"tagmanifest-{algorithm}.txt", text, syncer)
         if algorithm == "sha256":
             tag_sha256 = hashlib.sha256(text).hexdigest()
             assert written.sha256 == tag_sha256

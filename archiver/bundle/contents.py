@@ -173,6 +173,9 @@ def load_contents(session: Session, incident_id: str) -> IncidentContents:
     ).all()
     source_ids = [src.id for src, _ in links]
     captures = _captures(session, source_ids)
+    by_source: dict[int, list[CaptureEntry]] = {}
+    for c in captures:
+        by_source.setdefault(c.source_id, []).append(c)
     sources = tuple(
         SourceEntry(
             src.id,
@@ -186,7 +189,7 @@ def load_contents(session: Session, incident_id: str) -> IncidentContents:
             src.gone_at,
             src.last_captured_at,
             cited_as,
-            tuple(c for c in captures if c.source_id == src.id),
+            tuple(by_source.get(src.id, ())),
         )
         for src, cited_as in links
     )

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,25 +21,25 @@ from archiver import SOFTWARE, custody
 from archiver.archive import Archive
 from archiver.bundle import layout
 from archiver.bundle.bag import write_tag_files
-from archiver.bundle.contents import IncidentContents, load_contents, source_document
+from archiver.bundle.contents import IncidentContents, RecordEntry, load_contents, source_document
 from archiver.bundle.payload import (
     MediaFile,
     json_bytes,
+    plan_media,
     write_custody,
-    write_media,
+    write_media_index,
     write_receipts,
     write_timestamps,
-    write_warcs,
 )
+from archiver.bundle.records import Extract, Extracted, write_warcs
 from archiver.bundle.report import Thumbnail, render_report, render_verify
 from archiver.bundle.segment import Segment, load_segment
-from archiver.bundle.streams import FileDigests, HashingFile, extract_payload, write_bytes
+from archiver.bundle.stills import Stills
+from archiver.bundle.streams import FileDigests, Syncer, sync_dir, sync_file, write_bytes
 from archiver.bundle.zipsafe import write_zip
 from archiver.clock import utc_iso
 from archiver.errors import BundleError
 from archiver.keys import PUBLIC_KEY_NAME
-
-FFMPEG_TIMEOUT = 60
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ def replace_into(tmp: Path, out: Path) -> None:
     if had_old:
         out.rename(old)
     tmp.rename(out)
+    sync_dir(out.parent)  # the new name is durable before the export is logged
     if had_old:
         if old.is_dir() and not old.is_symlink():
             shutil.rmtree(old)
@@ -113,14 +114,21 @@ def export_bundle(
     tmp = out.with_name(f".{out.name}.partial-{archive.ids.uuid().hex[:12]}")
     top = out.name[: -len(".zip")] if as_zip and out.name.endswith(".zip") else out.name
     bag = tmp / top if as_zip else tmp
+    # A zip's staging folder is removed once zipped: only the zip itself is synced (by write_zip).
+    syncer = Syncer(durable=not as_zip)
     try:
         bag.mkdir(parents=True)
-        payload = build_payload(archive, bag, contents, segment)
-        tags = write_tag_files(bag, payload, bag_info(archive, contents))
+        try:
+            payload = build_payload(archive, bag, contents, segment, syncer)
+            tags = write_tag_files(bag, payload, bag_info(archive, contents), syncer)
+            syncer.finish({p.parent for p in bag.rglob("*") if p.is_file()} | {bag})
+        finally:
+            syncer.close()
         if as_zip:
             zipped = tmp.with_name(tmp.name + ".zip")
             try:
                 write_zip(bag, zipped, top)
+                sync_file(zipped)  # durable before it is renamed into place
                 replace_into(zipped, out)
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -154,26 +162,39 @@ def export_bundle(
                         time.monotonic() - started)  # fmt: skip
 
 
-def build_payload(archive: Archive, bag: Path, contents: IncidentContents, segment: Segment) -> list[FileDigests]:
+def build_payload(
+    archive: Archive, bag: Path, contents: IncidentContents, segment: Segment, syncer: Syncer
+) -> list[FileDigests]:
     warc_dir = archive.settings.warc_dir
-    files: list[FileDigests] = []
-    written, _placed = write_warcs(bag, warc_dir, contents)
-    files += written
-    written, media = write_media(bag, warc_dir, contents)
-    files += written
-    files += write_receipts(bag, contents)
-    files += write_timestamps(bag, contents, segment)
-    files += write_custody(bag, segment)
-    key = (archive.settings.key_dir / PUBLIC_KEY_NAME).read_bytes()
-    files.append(write_bytes(bag, layout.PUBLIC_KEY, key))
-    incident = {**contents.incident, "sources": [source_document(s) for s in contents.sources]}
-    files.append(write_bytes(bag, layout.INCIDENT, json_bytes(incident)))
-    thumbs, thumb_files = thumbnails(bag, warc_dir, contents, media)
+    media_plan = plan_media(contents)
+    shots = screenshots(contents)
+    videos = {path for _, r, path in media_plan if (r.media_type or "").startswith("video/")}
+    extracts = [Extract(r, path) for _, r, path in media_plan] + [Extract(r, path) for r, path, _ in shots]
+    with Stills(bag) as stills:
+
+        def extracted(path: str, _done: Extracted) -> None:
+            if path in videos:
+                stills.submit(path)  # while the copy goes on
+
+        warcs = write_warcs(bag, warc_dir, contents, extracts=extracts, syncer=syncer, on_extracted=extracted)
+        files = list(warcs.files)
+        digests = {path: e.digests for path, e in warcs.extracted.items()}
+        written, media = write_media_index(bag, media_plan, digests, syncer)
+        files += written
+        files += write_receipts(bag, contents, syncer)
+        files += write_timestamps(bag, contents, segment, syncer)
+        files += write_custody(bag, segment, syncer)
+        key = (archive.settings.key_dir / PUBLIC_KEY_NAME).read_bytes()
+        files.append(write_bytes(bag, layout.PUBLIC_KEY, key, syncer))
+        incident = {**contents.incident, "sources": [source_document(s) for s in contents.sources]}
+        files.append(write_bytes(bag, layout.INCIDENT, json_bytes(incident), syncer))
+        thumbs, thumb_files = thumbnails(bag, shots, digests, media, stills, syncer)
     files += thumb_files
     times = receipt_times(contents)
-    files.append(write_bytes(bag, layout.REPORT, render_report(contents, segment, media, thumbs, times)))
+    files.append(write_bytes(bag, layout.REPORT, render_report(contents, segment, media, thumbs, times), syncer))
     tsa = sorted({f.path for f in files if f.path.startswith(layout.TSA_DIR + "/")})
-    files.append(write_bytes(bag, layout.VERIFY, render_verify(contents, tsa, segment.checkpoint is not None)))
+    verify = render_verify(contents, tsa, segment.checkpoint is not None)
+    files.append(write_bytes(bag, layout.VERIFY, verify, syncer))
     return files
 
 
@@ -187,43 +208,42 @@ def receipt_times(contents: IncidentContents) -> dict[int, str]:
     return out
 
 
-def thumbnails(
-    bag: Path, warc_dir: Path, contents: IncidentContents, media: list[MediaFile]
-) -> tuple[dict[int, list[Thumbnail]], list[FileDigests]]:
-    """Screenshots the archive holds (role ``screenshot``), and a still of each video made with ffmpeg when it
-    is installed (optional: without it the report simply has no still)."""
-    out: dict[int, list[Thumbnail]] = {}
-    files: list[FileDigests] = []
+def screenshots(contents: IncidentContents) -> list[tuple[RecordEntry, str, int]]:
+    """The screenshots the archive holds (role ``screenshot``): record, path in the bag, source."""
     source_of = {c.id: s.id for s in contents.sources for c in s.captures}
+    out: list[tuple[RecordEntry, str, int]] = []
+    used: set[str] = set()
     for r in contents.records:
         if r.role != "screenshot" or r.capture_id not in source_of:
             continue
         ext = layout.EXTENSIONS.get((r.media_type or "").split(";")[0].strip(), "png")
-        rel = f"{layout.THUMBNAILS}/screenshot-capture-{r.capture_id}.{ext}"
-        with HashingFile(bag, rel) as f:
-            extract_payload(warc_dir / r.warc_file, r.offset, f)
-            files.append(f.close())
-        out.setdefault(source_of[r.capture_id], []).append(
-            Thumbnail(source_of[r.capture_id], rel, r.media_type or "image/png", (bag / rel).read_bytes())
-        )
-    ffmpeg = shutil.which("ffmpeg")
+        rel, n = f"{layout.THUMBNAILS}/screenshot-capture-{r.capture_id}.{ext}", 2
+        while rel in used:
+            rel, n = f"{layout.THUMBNAILS}/screenshot-capture-{r.capture_id}-{n}.{ext}", n + 1
+        used.add(rel)
+        out.append((r, rel, source_of[r.capture_id]))
+    return out
+
+
+def thumbnails(
+    bag: Path,
+    shots: list[tuple[RecordEntry, str, int]],
+    extracted: Mapping[str, FileDigests],
+    media: list[MediaFile],
+    stills: Stills,
+    syncer: Syncer,
+) -> tuple[dict[int, list[Thumbnail]], list[FileDigests]]:
+    """Screenshots (extracted with the records) and the still of each video (see :mod:`archiver.bundle.stills`)."""
+    out: dict[int, list[Thumbnail]] = {}
+    files: list[FileDigests] = []
+    for r, rel, source in shots:
+        files.append(extracted[rel])
+        out.setdefault(source, []).append(Thumbnail(source, rel, r.media_type or "image/png", (bag / rel).read_bytes()))
+    made = stills.results([m.path for m in media])
     for m in media:
-        if ffmpeg is None or not (m.record.media_type or "").startswith("video/"):
-            continue
-        rel = f"{layout.THUMBNAILS}/{Path(m.path).stem}.jpg"
-        scratch = bag / ".still.jpg"  # outside data/, removed at once
-        args = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-probesize", "5M", "-analyzeduration", "5M",
-                "-i", str(bag / m.path), "-frames:v", "1", "-vf", "scale=320:-2", "-map_metadata", "-1",
-                "-fflags", "+bitexact", "-flags", "+bitexact", str(scratch)]  # fmt: skip
-        try:
-            done = subprocess.run(args, capture_output=True, timeout=FFMPEG_TIMEOUT, stdin=subprocess.DEVNULL)
-            data = scratch.read_bytes() if done.returncode == 0 else b""
-        except (OSError, subprocess.TimeoutExpired):
-            data = b""
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                scratch.unlink()
+        data = made.get(m.path)
         if data:
-            files.append(write_bytes(bag, rel, data))
+            rel = f"{layout.THUMBNAILS}/{Path(m.path).stem}.jpg"
+            files.append(write_bytes(bag, rel, data, syncer))
             out.setdefault(m.media.source_id, []).append(Thumbnail(m.media.source_id, rel, "image/jpeg", data))
     return out, files

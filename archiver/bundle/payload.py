@@ -1,4 +1,5 @@
-"""The payload files of a bundle: records, media, receipts, timestamps, key and custody segment.
+"""The payload files of a bundle besides the records (:mod:`archiver.bundle.records`): media index, receipts,
+timestamps and custody segment.
 
 Each writer takes the bag root and plain values (:mod:`archiver.bundle.contents`, :mod:`archiver.bundle.segment`)
 and returns the :class:`FileDigests` of what it wrote. JSON files are written with sorted keys and fixed
@@ -12,7 +13,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,103 +21,15 @@ from typing import Any
 from archiver.bundle import layout
 from archiver.bundle.contents import IncidentContents, MediaEntry, RecordEntry, TokenEntry
 from archiver.bundle.segment import Segment
-from archiver.bundle.streams import FileDigests, HashingFile, copy_span, extract_payload, safe_name, write_bytes
+from archiver.bundle.streams import FileDigests, Syncer, safe_name, write_bytes
 from archiver.canonical import canonical_json
 from archiver.clock import utc_iso
 from archiver.errors import BundleError
 from archiver.integrity.batches import checkpoint_statement
-from archiver.warc.reader import GzipMembers, RecordParser
 
 
 def json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-@dataclass(frozen=True)
-class PlacedRecord:
-    entry: RecordEntry
-    bundle_file: str  # relative to the bag root
-    bundle_offset: int
-
-    def as_dict(self) -> dict[str, Any]:
-        e = self.entry
-        return {
-            "id": e.record_id,
-            "type": e.record_type,
-            "role": e.role,
-            "target": e.target_uri,
-            "media_type": e.media_type,
-            "capture": e.capture_id,
-            "date": utc_iso(e.record_date) if e.record_date else None,
-            "file": self.bundle_file,
-            "offset": self.bundle_offset,
-            "length": e.length,
-            "original_file": e.warc_file,
-            "original_offset": e.offset,
-            "block_sha256": e.block_sha256,
-            "payload_sha256": e.payload_sha256,
-        }
-
-
-def _warcinfo(path: Path) -> tuple[str, int, str] | None:
-    """The record id, member length and block sha256 (computed here) of the warcinfo record starting the file."""
-    parser = RecordParser(digests=True)
-    try:
-        with path.open("rb") as f:
-            member = GzipMembers(f).next_member(parser.feed)
-    except OSError as exc:
-        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if member is None or parser.headers is None or parser.fields.get("warc-type") != "warcinfo":
-        return None
-    rid = parser.fields.get("warc-record-id")
-    if not rid or parser.check is None or not parser.complete:
-        return None
-    return rid, member.length, parser.check.block_hex()
-
-
-def _runs(records: list[RecordEntry]) -> Iterator[list[RecordEntry]]:
-    """Adjacent records (one ending where the next starts) as one run, copied with one read."""
-    run: list[RecordEntry] = []
-    for r in records:
-        if run and run[-1].offset + run[-1].length != r.offset:
-            yield run
-            run = []
-        if run and r.offset < run[-1].offset + run[-1].length:
-            raise BundleError(f"{r.warc_file}: records overlap at offset {r.offset}; run 'archiver verify --deep'")
-        run.append(r)
-    if run:
-        yield run
-
-
-def write_warcs(root: Path, warc_dir: Path, contents: IncidentContents) -> tuple[list[FileDigests], list[PlacedRecord]]:
-    """One bundle WARC per original file: its warcinfo record, then the incident's records in file order."""
-    digests: list[FileDigests] = []
-    placed: list[PlacedRecord] = []
-    prefix = safe_name(str(contents.incident["id"]), limit=80)
-    for n, name in enumerate(contents.warc_files, 1):
-        src = warc_dir / name
-        if not src.is_file():
-            raise BundleError(f"WARC file {name} is missing from {warc_dir}", hint="run 'archiver verify'")
-        relative = f"{layout.WARC_DIR}/{prefix}-{n:03d}.warc.gz"
-        records = [r for r in contents.records if r.warc_file == name]
-        with HashingFile(root, relative) as out:
-            info = _warcinfo(src)
-            if info is not None and records[0].offset >= info[1]:
-                rid, length, block = info
-                first = records[0]
-                entry = RecordEntry(rid, "warcinfo", "warcinfo", None, "application/warc-fields", first.capture_id,
-                                    name, 0, length, block, None, None)  # fmt: skip
-                placed.append(PlacedRecord(entry, relative, out.tell()))
-                copy_span(src, 0, length, out)
-            for run in _runs(records):
-                start = out.tell()
-                for r in run:
-                    placed.append(PlacedRecord(r, relative, start + r.offset - run[0].offset))
-                copy_span(src, run[0].offset, run[-1].offset + run[-1].length - run[0].offset, out)
-            digests.append(out.close())
-    lines = "".join(json.dumps(p.as_dict(), sort_keys=True, ensure_ascii=False) + "\n" for p in placed)
-    digests.append(write_bytes(root, layout.RECORDS, lines.encode("utf-8")))
-    return digests, placed
 
 
 def _extension(entry: RecordEntry) -> str:
@@ -136,11 +49,11 @@ class MediaFile:
     size: int
 
 
-def write_media(root: Path, warc_dir: Path, contents: IncidentContents) -> tuple[list[FileDigests], list[MediaFile]]:
+def plan_media(contents: IncidentContents) -> list[tuple[MediaEntry, RecordEntry, str]]:
+    """Each stored media item, its record and its path in the bag (``<platform>-<item id>-<format>.<ext>``)."""
     by_id = {r.record_id: r for r in contents.records}
     incident = safe_name(str(contents.incident["id"]), limit=80)
-    digests: list[FileDigests] = []
-    files: list[MediaFile] = []
+    planned: list[tuple[MediaEntry, RecordEntry, str]] = []
     used: set[str] = set()
     for m in contents.media:
         record = by_id.get(m.record_id or "")
@@ -153,9 +66,21 @@ def write_media(root: Path, warc_dir: Path, contents: IncidentContents) -> tuple
             name = f"{layout.MEDIA_DIR}/{incident}/{stem}-{n}.{_extension(record)}"
             n += 1
         used.add(name)
-        with HashingFile(root, name) as out:
-            got = extract_payload(warc_dir / record.warc_file, record.offset, out)
-            written = out.close()
+        planned.append((m, record, name))
+    return planned
+
+
+def write_media_index(
+    root: Path,
+    planned: list[tuple[MediaEntry, RecordEntry, str]],
+    extracted: Mapping[str, FileDigests],
+    syncer: Syncer | None = None,
+) -> tuple[list[FileDigests], list[MediaFile]]:
+    """Check each extracted media file against the catalogue's digests, then write ``media.json``."""
+    digests: list[FileDigests] = []
+    files: list[MediaFile] = []
+    for m, record, name in planned:
+        got = extracted[name]
         for label, want in (("media item", m.sha256), ("record payload", record.payload_sha256)):
             if want is not None and want != got.sha256:
                 raise BundleError(
@@ -163,7 +88,7 @@ def write_media(root: Path, warc_dir: Path, contents: IncidentContents) -> tuple
                     f"{label} digest sha256:{want} (record {record.record_id})",
                     hint="run 'archiver verify --deep' to find the damage",
                 )
-        digests.append(written)
+        digests.append(got)
         files.append(MediaFile(m, record, name, got.sha256, got.size))
     index = [
         {
@@ -180,56 +105,59 @@ def write_media(root: Path, warc_dir: Path, contents: IncidentContents) -> tuple
         }
         for f in files
     ]
-    digests.append(write_bytes(root, layout.MEDIA_INDEX, json_bytes(index)))
+    digests.append(write_bytes(root, layout.MEDIA_INDEX, json_bytes(index), syncer))
     return digests, files
 
 
-def write_receipts(root: Path, contents: IncidentContents) -> list[FileDigests]:
+def write_receipts(root: Path, contents: IncidentContents, syncer: Syncer | None = None) -> list[FileDigests]:
     digests: list[FileDigests] = []
     index = []
     for r in contents.receipts:
-        digests.append(write_bytes(root, layout.receipt_file(r.capture_id), r.canonical))
-        digests.append(write_bytes(root, layout.receipt_signature_file(r.capture_id), r.signature))
+        digests.append(write_bytes(root, layout.receipt_file(r.capture_id), r.canonical, syncer))
+        digests.append(write_bytes(root, layout.receipt_signature_file(r.capture_id), r.signature, syncer))
         index.append(
             {"capture": r.capture_id, "sha256": r.sha256, "key_id": r.key_id, "record": r.record_id,
              "batch": r.batch_id, "leaf_index": r.leaf_index, "merkle_path": list(r.merkle_path),
              "file": layout.receipt_file(r.capture_id), "signature": layout.receipt_signature_file(r.capture_id)}
         )  # fmt: skip
-    digests.append(write_bytes(root, layout.RECEIPTS_INDEX, json_bytes(index)))
+    digests.append(write_bytes(root, layout.RECEIPTS_INDEX, json_bytes(index), syncer))
     return digests
 
 
 class _Tokens:
     """Token files and the certificate chains they were checked against, each chain written once."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, syncer: Syncer | None) -> None:
         self.root = root
+        self.syncer = syncer
         self.digests: list[FileDigests] = []
         self.chains: dict[str, str] = {}
 
     def write(self, stem: str, t: TokenEntry) -> dict[str, Any]:
         path = f"{layout.TIMESTAMPS_DIR}/{stem}.token-{t.id}.tsr"
-        self.digests.append(write_bytes(self.root, path, t.token_der))
+        self.digests.append(write_bytes(self.root, path, t.token_der, self.syncer))
         chain = t.certificates.encode("ascii")
         key = hashlib.sha256(chain).hexdigest()
         if key not in self.chains:
             self.chains[key] = f"{layout.TSA_DIR}/{safe_name(t.tsa_name, limit=60)}-{key[:12]}.pem"
-            self.digests.append(write_bytes(self.root, self.chains[key], chain))
+            self.digests.append(write_bytes(self.root, self.chains[key], chain, self.syncer))
         return {"file": path, "tsa": t.tsa_name, "digest": t.digest, "gen_time": utc_iso(t.gen_time),
                 "certificates": self.chains[key]}  # fmt: skip
 
 
-def write_timestamps(root: Path, contents: IncidentContents, segment: Segment) -> list[FileDigests]:
+def write_timestamps(
+    root: Path, contents: IncidentContents, segment: Segment, syncer: Syncer | None = None
+) -> list[FileDigests]:
     from archiver.integrity.batches import batch_statement
 
-    tokens = _Tokens(root)
+    tokens = _Tokens(root, syncer)
     batches = []
     for b in contents.batches:
         stem = f"batch-{b.id}"
         statement = f"{layout.TIMESTAMPS_DIR}/{stem}.statement.json"
         signature = f"{layout.TIMESTAMPS_DIR}/{stem}.sig"
-        tokens.digests.append(write_bytes(root, statement, batch_statement(b.root, b.size)))
-        tokens.digests.append(write_bytes(root, signature, b.signature))
+        tokens.digests.append(write_bytes(root, statement, batch_statement(b.root, b.size), syncer))
+        tokens.digests.append(write_bytes(root, signature, b.signature, syncer))
         batches.append(
             {"id": b.id, "root": b.root, "size": b.size, "statement_sha256": b.statement_sha256, "key_id": b.key_id,
              "statement": statement, "signature": signature, "tokens": [tokens.write(stem, t) for t in b.tokens]}
@@ -240,19 +168,19 @@ def write_timestamps(root: Path, contents: IncidentContents, segment: Segment) -
         stem = f"checkpoint-{cp.id}"
         statement = f"{layout.TIMESTAMPS_DIR}/{stem}.statement.json"
         signature = f"{layout.TIMESTAMPS_DIR}/{stem}.sig"
-        tokens.digests.append(write_bytes(root, statement, checkpoint_statement(cp.seq, cp.head_hash)))
-        tokens.digests.append(write_bytes(root, signature, cp.signature))
+        tokens.digests.append(write_bytes(root, statement, checkpoint_statement(cp.seq, cp.head_hash), syncer))
+        tokens.digests.append(write_bytes(root, signature, cp.signature, syncer))
         checkpoint = {"id": cp.id, "seq": cp.seq, "hash": cp.head_hash, "statement_sha256": cp.statement_sha256,
                       "key_id": cp.key_id, "event_seq": cp.event_seq, "statement": statement, "signature": signature,
                       "tokens": [tokens.write(stem, t) for t in segment.checkpoint_tokens]}  # fmt: skip
     index = {"batches": batches, "checkpoint": checkpoint}
-    return [*tokens.digests, write_bytes(root, layout.TIMESTAMPS_INDEX, json_bytes(index))]
+    return [*tokens.digests, write_bytes(root, layout.TIMESTAMPS_INDEX, json_bytes(index), syncer)]
 
 
 CSV_FIELDS = ("seq", "at", "actor", "action", "subject", "incident", "details", "prev_hash", "hash")
 
 
-def write_custody(root: Path, segment: Segment) -> list[FileDigests]:
+def write_custody(root: Path, segment: Segment, syncer: Syncer | None = None) -> list[FileDigests]:
     chain = "".join(json.dumps(e.as_dict(), sort_keys=True, ensure_ascii=False) + "\n" for e in segment.entries)
     events = [e for e in segment.entries if e.document is not None]
     full = "".join(
@@ -269,7 +197,7 @@ def write_custody(root: Path, segment: Segment) -> list[FileDigests]:
         writer.writerow([e.seq, doc.get("at"), doc.get("actor"), doc.get("action"), doc.get("subject"),
                          doc.get("incident") or "", details, e.prev_hash, e.hash])  # fmt: skip
     return [
-        write_bytes(root, layout.CHAIN, chain.encode("utf-8")),
-        write_bytes(root, layout.EVENTS_JSONL, full.encode("utf-8")),
-        write_bytes(root, layout.EVENTS_CSV, text.getvalue().encode("utf-8")),
+        write_bytes(root, layout.CHAIN, chain.encode("utf-8"), syncer),
+        write_bytes(root, layout.EVENTS_JSONL, full.encode("utf-8"), syncer),
+        write_bytes(root, layout.EVENTS_CSV, text.getvalue().encode("utf-8"), syncer),
     ]

@@ -1,31 +1,37 @@
-"""Byte streams of a bundle: files hashed while they are written, records copied, payloads extracted.
+"""Byte streams of a bundle: files hashed while they are written, on worker threads, and made durable once.
 
 Every payload file of a bag is written through a :class:`HashingFile`, which computes its SHA-256 and SHA-512
-in the same pass (RFC 8493 §2.1.3 manifests), so the bag's manifests never need a second read of 2 GB of
-WARC data. Records are copied byte for byte (:func:`archiver.warc.reader.copy_record`): a record's gzip member
-is the unit the receipts and digests describe. A media file is the *payload* of its record, streamed out of the
-gzip member in constant memory and checked against the digest the catalogue holds before it is accepted.
+in the same pass (RFC 8493 §2.1.3 manifests), so the bag's manifests never need a second read of the data.
+A large file can be written on a :class:`Lane` of its own: the caller's thread goes on reading and inflating
+while the lane writes and hashes (``hashlib``, ``zlib`` and file I/O release the GIL on large buffers, so the
+threads use separate cores). At most :attr:`Lane.BACKLOG` chunks wait, so memory stays constant.
+
+Durability costs one ``fsync`` per file, issued by a :class:`Syncer` on background threads as each file is
+closed (the disk writes it back while the next file is copied, and concurrent ``fsync`` calls share journal
+commits), and waited for once, before the bundle is renamed into place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import threading
 from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from archiver.errors import BundleError, WarcError
-from archiver.warc.block import DigestPass, is_http_block
-from archiver.warc.reader import MEMBER_OK, GzipMembers, RecordParser, copy_record
+from archiver.errors import BundleError
 
 CHUNK = 1 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME = 120
+Bytes = bytes | bytearray | memoryview
 
 
 def safe_name(text: str, *, limit: int = MAX_NAME) -> str:
@@ -43,42 +49,124 @@ class FileDigests:
     sha512: str
 
 
-class _Digests:
-    """SHA-256 and SHA-512 updated on one worker thread (``hashlib`` releases the GIL on large buffers), so that
-    hashing overlaps reading and writing on the caller's thread; at most a few chunks wait in the queue, so
-    memory stays constant. Small writes are hashed inline: a thread hop would cost more than the hash."""
+def frozen(data: Bytes) -> bytes | memoryview:
+    """``data`` as a buffer nobody can change while another thread reads it (copied only when it could be)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, memoryview) and isinstance(data.obj, bytes):
+        return data
+    return bytes(data)
 
-    INLINE = 1 << 16
 
-    def __init__(self) -> None:
-        self.sha256 = hashlib.sha256()
-        self.sha512 = hashlib.sha512()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bundle-hash")
+class Lane:
+    """One worker thread running the calls submitted to it in order. :meth:`submit` waits while more than
+    ``BACKLOG`` calls are pending, so the chunks they hold bound the memory used; an exception raised by a
+    call is raised again by the next :meth:`submit` or by :meth:`close`."""
+
+    BACKLOG = 4
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._queue: deque[Future[None]] = deque()
 
-    def _both(self, data: bytes | bytearray | memoryview) -> None:
-        self.sha256.update(data)
-        self.sha512.update(data)
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        self._queue.append(self._pool.submit(fn, *args))
+        while len(self._queue) > self.BACKLOG:
+            self._queue.popleft().result()
 
-    def update(self, data: bytes | bytearray | memoryview) -> None:
-        if len(data) < self.INLINE and not self._queue:
-            self._both(data)
+    def close(self) -> None:
+        try:
+            while self._queue:
+                self._queue.popleft().result()
+        finally:
+            for pending in self._queue:
+                pending.cancel()
+            self._pool.shutdown(wait=True)
+
+
+class Syncer:
+    """``fsync`` of closed files on background threads, and of the directories that hold them at the end.
+
+    With ``durable=False`` (a staging folder that is zipped and removed) files are only closed. At most
+    ``PENDING`` files wait for their ``fsync``, each holding its descriptor open until then.
+    """
+
+    PENDING = 64
+
+    def __init__(self, *, durable: bool = True, workers: int = 4) -> None:
+        self.durable = durable
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="bundle-fsync") if durable else None
+        self._queue: deque[Future[None]] = deque()
+        self._lock = threading.Lock()
+
+    def closed(self, f: BinaryIO, path: Path) -> None:
+        """Take over ``f`` (flushed): sync it in the background and close it."""
+        if self._pool is None:
+            f.close()
             return
-        self._queue.append(self._pool.submit(self._both, bytes(data)))
-        while len(self._queue) > 4:
-            self._queue.popleft().result()
+        with self._lock:  # files are closed by several copying threads at once
+            self._queue.append(self._pool.submit(_fsync_close, f, path))
+            oldest = self._queue.popleft() if len(self._queue) > self.PENDING else None
+        if oldest is not None:
+            oldest.result()
 
-    def finish(self) -> tuple[str, str]:
-        while self._queue:
-            self._queue.popleft().result()
-        self._pool.shutdown(wait=True)
-        return self.sha256.hexdigest(), self.sha512.hexdigest()
+    def finish(self, dirs: Iterable[Path] = ()) -> None:
+        """Wait for every file's ``fsync``, then sync ``dirs`` (so the new names are durable too)."""
+        try:
+            while self._queue:
+                self._queue.popleft().result()
+            if self.durable:
+                for d in sorted(set(dirs)):
+                    sync_dir(d)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # files already handed over are still synced and closed
+        self._queue.clear()
+
+
+def _fsync_close(f: BinaryIO, path: Path) -> None:
+    try:
+        os.fsync(f.fileno())
+    except OSError as exc:
+        raise BundleError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        f.close()
+
+
+def sync_file(path: Path) -> None:
+    """``fsync`` a file written and closed by someone else (a zip)."""
+    _sync_path(path, os.O_RDONLY)
+
+
+def sync_dir(path: Path) -> None:
+    """``fsync`` a directory, making the names created in it durable (POSIX leaves this to the caller)."""
+    _sync_path(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _sync_path(path: Path, flags: int) -> None:
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise BundleError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise BundleError(f"cannot sync {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
 
 
 class HashingFile:
-    """A new file (never an existing one) whose SHA-256 and SHA-512 are computed as it is written."""
+    """A new file (never an existing one) whose SHA-256 and SHA-512 are computed as it is written.
 
-    def __init__(self, root: Path, relative: str) -> None:
+    With ``lane=True`` writing and hashing run on a thread of the file's own (for large files); without a
+    ``syncer`` the file is synced when closed, with one the syncer does it.
+    """
+
+    def __init__(self, root: Path, relative: str, *, syncer: Syncer | None = None, lane: bool = False) -> None:
         self.relative = relative
         self.path = root / relative
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,125 +174,68 @@ class HashingFile:
             self._f: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise BundleError(f"cannot create {self.path}: {exc.strerror or exc}") from exc
-        self._hashes = _Digests()
+        self._sha256 = hashlib.sha256()
+        self._sha512 = hashlib.sha512()
+        self._syncer = syncer
+        self._lane = Lane("bundle-write") if lane else None
         self.size = 0
         self._digests: FileDigests | None = None
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._f.write(data)
-        self._hashes.update(data)
+    def write(self, data: Bytes) -> int:
+        if self._lane is None:
+            self._put(data)
+        else:
+            self._lane.submit(self._put, frozen(data))
         n = len(data)
         self.size += n
         return n
+
+    def _put(self, data: Bytes) -> None:
+        try:
+            self._f.write(data)
+        except OSError as exc:
+            raise BundleError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._sha256.update(data)
+        self._sha512.update(data)
 
     def tell(self) -> int:
         return self.size
 
     def close(self) -> FileDigests:
         if self._digests is None:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            sha256, sha512 = self._hashes.finish()
-            self._digests = FileDigests(self.relative, self.size, sha256, sha512)
+            if self._lane is not None:
+                lane, self._lane = self._lane, None
+                lane.close()
+            try:
+                self._f.flush()
+            except OSError as exc:
+                self._f.close()
+                raise BundleError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+            if self._syncer is None:
+                _fsync_close(self._f, self.path)
+            else:
+                self._syncer.closed(self._f, self.path)
+            self._digests = FileDigests(self.relative, self.size, self._sha256.hexdigest(), self._sha512.hexdigest())
         return self._digests
 
     def __enter__(self) -> HashingFile:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        """Close a file that will not be finished (the export fails and its folder is removed)."""
         if self._digests is None:
-            self._f.close()
-            self._hashes.finish()
+            try:
+                if self._lane is not None:
+                    with contextlib.suppress(Exception):  # the exception being handled is the one to report
+                        self._lane.close()
+            finally:
+                self._f.close()
 
 
-def write_bytes(root: Path, relative: str, data: bytes) -> FileDigests:
-    with HashingFile(root, relative) as f:
+def write_bytes(root: Path, relative: str, data: bytes, syncer: Syncer | None = None) -> FileDigests:
+    with HashingFile(root, relative, syncer=syncer) as f:
         f.write(data)
         return f.close()
-
-
-def copy_span(src: Path, offset: int, length: int, dst: HashingFile) -> None:
-    """Copy ``length`` bytes of whole gzip members starting at ``offset`` (one record, or several adjacent)."""
-    try:
-        copy_record(src, offset, length, dst)  # type: ignore[arg-type]  # HashingFile writes like a BinaryIO
-    except WarcError as exc:
-        raise BundleError(f"cannot copy records from {src.name}: {exc.message}") from exc
-
-
-@dataclass(frozen=True)
-class ExtractedPayload:
-    size: int
-    sha256: str  # of the bytes written: the record's payload as stored
-
-
-def extract_payload(src: Path, offset: int, dst: HashingFile | BinaryIO) -> ExtractedPayload:
-    """Stream the payload of the record whose gzip member starts at ``offset`` into ``dst``.
-
-    The payload is what ``WARC-Payload-Digest`` covers (WARC 1.1 §5.9): for ``application/http`` blocks the
-    entity after the HTTP head, found by the same :class:`DigestPass` rule the writer and reader use, so the
-    digest of the bytes written here is comparable with the catalogue's ``payload_sha256``.
-    """
-    state = _PayloadSink(dst)
-    try:
-        with open(src, "rb") as f:
-            members = GzipMembers(f)
-            members.seek(offset)
-            member = members.next_member(state.feed)
-    except OSError as exc:
-        raise BundleError(f"cannot read {src}: {exc.strerror or exc}") from exc
-    if member is None or member.status != MEMBER_OK or state.parser.headers is None:
-        raise BundleError(f"{src.name} @ {offset}: no complete WARC record to extract a payload from")
-    if state.block_seen != state.parser.content_length:
-        raise BundleError(f"{src.name} @ {offset}: record block is shorter than its Content-Length")
-    return ExtractedPayload(state.written, state.hash.hexdigest())
-
-
-class _PayloadSink:
-    """Receives a member's inflated bytes: WARC head (parsed by :class:`RecordParser`), then the block, of
-    which the payload part is written out and hashed; the closing CRLF CRLF is dropped."""
-
-    def __init__(self, dst: HashingFile | BinaryIO) -> None:
-        self.dst = dst
-        self.parser = RecordParser(digests=False)
-        self.digest: DigestPass | None = None
-        self.block_seen = 0
-        self.written = 0
-        self.hash = hashlib.sha256()
-
-    def feed(self, data: bytes) -> None:
-        if self.parser.headers is None:
-            before = self.parser.after_head
-            self.parser.feed(data)
-            if not _has_head(self.parser):
-                return
-            # The parser has consumed the head; what it counted after the head is the start of the block.
-            rest = self.parser.after_head - before
-            data = data[len(data) - rest :] if rest else b""
-            ctype = self.parser.fields.get("content-type", "")
-            self.digest = DigestPass(payload=True, http=is_http_block(ctype))
-        self._block(data)
-
-    def _block(self, data: bytes) -> None:
-        assert self.digest is not None
-        left = self.parser.content_length - self.block_seen
-        view = memoryview(data)[: max(left, 0)]
-        if not view:
-            return
-        start = self.block_seen
-        self.block_seen += len(view)
-        if self.digest.payload_offset is None:
-            # Only until the payload starts: the block digest is not needed here, the payload's is taken below.
-            self.digest.update(view)
-        begin = self.digest.payload_offset
-        if begin is None or begin >= self.block_seen:
-            return
-        piece = view[max(begin - start, 0) :]
-        self.dst.write(piece)
-        self.hash.update(piece)
-        self.written += len(piece)
-
-
-def _has_head(parser: RecordParser) -> bool:
-    """Whether the parser has read the whole WARC head (a function, so the check is re-read after ``feed``)."""
-    return parser.headers is not None

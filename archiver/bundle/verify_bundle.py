@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,8 +117,9 @@ def verify_bundle(path: Path, *, tsa_ca: bytes | None = None) -> BundleReport:
 
 def _verify_dir(root: Path, tsa_ca: bytes | None) -> _Run:
     run = _Run(root, tsa_ca)
-    _check_bag(run)
-    _check_warcs(run)
+    with _Reads(root) as reads:
+        _check_bag(run, reads)
+        _check_warcs(run, reads)
     public = _public_key(run)
     receipts = run.json(layout.RECEIPTS_INDEX)
     timestamps = run.json(layout.TIMESTAMPS_INDEX)
@@ -147,16 +150,73 @@ def _manifest(run: _Run, name: str) -> dict[str, str]:
     return entries
 
 
-def _hash(path: Path) -> tuple[str, str]:
+def _hash(path: Path) -> tuple[str, str] | OSError:
+    """SHA-256 and SHA-512 of a file in one read (or why it could not be read)."""
     s256, s512 = hashlib.sha256(), hashlib.sha512()
-    with path.open("rb") as f:
-        while chunk := f.read(BUFFER):
-            s256.update(chunk)
-            s512.update(chunk)
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(BUFFER):
+                s256.update(chunk)
+                s512.update(chunk)
+    except OSError as exc:
+        return exc
     return s256.hexdigest(), s512.hexdigest()
 
 
-def _check_bag(run: _Run) -> None:
+@dataclass(frozen=True)
+class _Scan:
+    records: list[StoredRecord]
+    problems: list[RecordProblem]
+
+
+def _scan(path: Path) -> _Scan:
+    """Every record of a bundle WARC file, its digests recomputed, and every problem in the file."""
+    problems: list[RecordProblem] = []
+    return _Scan(list(iter_records(path, problems)), problems)
+
+
+class _Reads:
+    """The reading work of a check, run on a thread pool: the hash of each file, the record scan of each WARC
+    file. ``hashlib`` and ``zlib`` release the GIL on large buffers, so the jobs use every core; they are
+    started largest first and their results taken in a fixed order, so the report does not depend on timing.
+    A WARC file is read twice (hashed as a file, and scanned record by record); the two jobs run at the same
+    time, so the second read is served from the page cache."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._pool = ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="verify-bundle")
+        self._hashes: dict[str, Future[tuple[str, str] | OSError]] = {}
+        self._scans: dict[str, Future[_Scan]] = {}
+
+    def start(self, hashes: list[str], scans: list[str]) -> None:
+        work = [(rel, True) for rel in hashes] + [(rel, False) for rel in scans]
+        for rel, is_hash in sorted(work, key=lambda w: -_size(self.root / w[0])):
+            if is_hash:
+                self._hashes[rel] = self._pool.submit(_hash, self.root / rel)
+            else:
+                self._scans[rel] = self._pool.submit(_scan, self.root / rel)
+
+    def hash(self, rel: str) -> tuple[str, str] | OSError:
+        return self._hashes[rel].result()
+
+    def scan(self, rel: str) -> _Scan:
+        return self._scans[rel].result()
+
+    def __enter__(self) -> _Reads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _check_bag(run: _Run, reads: _Reads) -> None:
     run.checks.append("bag")
     try:
         bagit.Bag(str(run.root)).validate(fast=True)  # structure, bagit.txt, Payload-Oxum
@@ -166,17 +226,25 @@ def _check_bag(run: _Run) -> None:
     tags = {a: _manifest(run, f"tagmanifest-{a}.txt") for a in layout.ALGORITHMS}
     on_disk = {p.relative_to(run.root).as_posix() for p in (run.root / layout.DATA).rglob("*") if p.is_file()}
     listed = set().union(*(set(m) for m in payload.values()))
+    checked = sorted(listed & on_disk) + sorted(set().union(*(set(m) for m in tags.values())))
+    present = [rel for rel in checked if (run.root / rel).is_file()]
+    warcs = sorted(p.relative_to(run.root).as_posix() for p in (run.root / layout.WARC_DIR).glob("*.warc.gz"))
+    reads.start(sorted(set(present)), warcs)
     for rel in sorted(on_disk - listed):
         run.add("bag-unexpected-file", rel, "only files listed in the manifests", "an unlisted file")
     for rel in sorted(listed - on_disk):
         run.add("bag-missing-file", rel, "the file listed in the manifests", "none")
-    for rel in sorted(listed & on_disk) + sorted(set().union(*(set(m) for m in tags.values()))):
-        target = run.root / rel
-        if not target.is_file():
+    exists = set(present)
+    for rel in checked:
+        if rel not in exists:
             if not rel.startswith(layout.DATA + "/"):
                 run.add("bag-missing-file", rel, "the tag file listed in the tag manifests", "none")
             continue
-        got = dict(zip(layout.ALGORITHMS, _hash(target), strict=True))
+        hashed = reads.hash(rel)
+        if isinstance(hashed, OSError):
+            run.add("bag-unreadable", rel, "a readable file", str(hashed.strerror or hashed))
+            continue
+        got = dict(zip(layout.ALGORITHMS, hashed, strict=True))
         run.sha256[rel] = got["sha256"]
         for algorithm in layout.ALGORITHMS:
             want = (payload if rel.startswith(layout.DATA + "/") else tags)[algorithm].get(rel)
@@ -185,7 +253,7 @@ def _check_bag(run: _Run) -> None:
     run.counts["files"] = len(on_disk)
 
 
-def _check_warcs(run: _Run) -> None:
+def _check_warcs(run: _Run, reads: _Reads) -> None:
     run.checks.append("records")
     listed: dict[tuple[str, int], dict[str, Any]] = {}
     try:
@@ -202,8 +270,8 @@ def _check_warcs(run: _Run) -> None:
     count = 0
     for warc in sorted((run.root / layout.WARC_DIR).glob("*.warc.gz")):
         rel = warc.relative_to(run.root).as_posix()
-        found: list[RecordProblem] = []
-        for rec in iter_records(warc, found):
+        scan = reads.scan(rel)
+        for rec in scan.records:
             count += 1
             where = f"{rel} @ {rec.offset} ({rec.record_id})"
             entry = listed.pop((rel, rec.offset), None)
@@ -221,7 +289,7 @@ def _check_warcs(run: _Run) -> None:
             ):
                 if want != got and rec.block_sha256 is not None:
                     run.add(kind, where, want, got)
-        for p in found:
+        for p in scan.problems:
             run.add(f"record-{p.kind}", f"{rel} @ {p.offset} ({p.record_id})", p.expected, p.found)
     for (rel, offset), entry in sorted(listed.items()):
         run.add("record-missing", f"{rel} @ {offset}", f"record {entry.get('id')}", "no record at that offset")
@@ -285,8 +353,9 @@ def _check_media(run: _Run) -> None:
         rel = str(item.get("file"))
         got = run.sha256.get(rel)
         if got is None:
-            if (run.root / rel).is_file():
-                got = _hash(run.root / rel)[0]
+            hashed = _hash(run.root / rel) if (run.root / rel).is_file() else None
+            if isinstance(hashed, tuple):
+                got = hashed[0]
             else:
                 run.add("media-missing", rel, "the media file", "none")
                 continue

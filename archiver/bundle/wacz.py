@@ -32,7 +32,8 @@ from archiver.bundle import layout
 from archiver.bundle.cdxj import cdxj_line, read_head, sorted_index
 from archiver.bundle.contents import IncidentContents, load_contents
 from archiver.bundle.export import ExportReport, check_target, replace_into
-from archiver.bundle.payload import PlacedRecord, write_warcs
+from archiver.bundle.records import PlacedRecord, write_warcs
+from archiver.bundle.streams import Syncer, sync_file
 from archiver.bundle.zipsafe import FIXED_TIME, add_file
 from archiver.errors import BundleError
 
@@ -53,8 +54,12 @@ def export_wacz(archive: Archive, incident: str, out: Path, *, force: bool = Fal
     zipped = tmp.with_name(tmp.name + ".wacz")
     try:
         tmp.mkdir()
-        digests, placed = write_warcs(tmp, archive.settings.warc_dir, contents)
-        warcs = [d for d in digests if d.path.startswith(layout.WARC_DIR + "/")]
+        # The staging folder is removed once zipped: only the WACZ itself is synced.
+        staging = Syncer(durable=False)
+        written = write_warcs(tmp, archive.settings.warc_dir, contents, syncer=staging)
+        staging.finish()
+        placed = list(written.placed)
+        warcs = [d for d in written.files if d.path.startswith(layout.WARC_DIR + "/")]
         names = {d.path: "archive/" + Path(d.path).name for d in warcs}
         resources: list[dict[str, Any]] = []
         with zipfile.ZipFile(zipped, "x", allowZip64=True) as zf:
@@ -70,6 +75,7 @@ def export_wacz(archive: Archive, incident: str, out: Path, *, force: bool = Fal
             _write(zf, "datapackage.json", package)
             package_hash = f"sha256:{hashlib.sha256(package).hexdigest()}"
             _write(zf, "datapackage-digest.json", _digest_document(signer, package_hash, created))
+        sync_file(zipped)  # durable before it is renamed into place
         replace_into(zipped, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

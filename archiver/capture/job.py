@@ -13,27 +13,30 @@ which :meth:`CaptureJob.recover` cuts back to its last complete record and close
 
 from __future__ import annotations
 
+import os
 import platform
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
+from datetime import datetime
+from functools import cache, cached_property
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from queue import Queue
-from typing import Any
+from typing import Any, cast
 
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import String, Table, bindparam, case, func, select, update
 
 from archiver import SOFTWARE, __version__, custody, keys
 from archiver.archive import Archive
+from archiver.capture.browser import BrowserCapturer
 from archiver.capture.citations import extract_citations
+from archiver.capture.committer import Batch, GroupCommitter, Pending, artifact_values, column_values
 from archiver.capture.fetch import Fetcher, FetchSettings, Outcome, exchange_records
-from archiver.capture.gate import HostGate
+from archiver.capture.gate import HostGate, HostQueue
 from archiver.capture.media import MediaCapturer, MediaSettings, media_candidate
 from archiver.capture.web import (
     HTML_TYPES,
@@ -46,15 +49,17 @@ from archiver.capture.web import (
 )
 from archiver.capture.ytdlp_transport import check_ffmpeg, sweep_temp
 from archiver.catalogue import store as st
-from archiver.catalogue.models import Capture, MediaItem, Source, WarcFile
+from archiver.catalogue.integrity_models import Receipt
+from archiver.catalogue.models import Artifact, Capture, MediaItem, Source, WarcFile, incident_sources
 from archiver.catalogue.store import SourceRequest, Store
-from archiver.catalogue.warcs import artifact_from_ref, record_closed_warc
+from archiver.catalogue.warcs import record_closed_warc
+from archiver.distributed.liveness import worker_alive
 from archiver.errors import ArchiverError
 from archiver.integrity import receipts
 from archiver.urls import identify, normalise
 from archiver.warc.reader import scan_file
 from archiver.warc.records import REQUEST, RecordRef, RecordSpec
-from archiver.warc.repair import repair_open_files
+from archiver.warc.repair import held_by_writer, repair_open_files
 from archiver.warc.writer import WarcSink
 
 GONE_STATUSES = frozenset({404, 410})
@@ -100,6 +105,8 @@ class RunSummary:
     stopped_early: bool = False
     seconds: float = 0.0
     integrity: dict[str, Any] = field(default_factory=dict)  # receipts timestamped, checkpoint (jobs.seal)
+    rechecks: dict[str, Any] = field(default_factory=dict)  # archiver.recheck.RecheckSummary.as_dict (jobs.run)
+    warnings: list[str] = field(default_factory=list)  # said once per run (e.g. Chromium missing)
 
     def count(self, outcome: str) -> int:
         return sum(1 for c in self.captures if c.outcome == outcome)
@@ -118,6 +125,8 @@ class RunSummary:
             "stopped_early": self.stopped_early,
             "seconds": round(self.seconds, 3),
             "integrity": self.integrity,
+            "rechecks": self.rechecks,
+            "warnings": self.warnings,
             "captures": [c.__dict__ for c in self.captures],
         }
 
@@ -138,8 +147,13 @@ class CaptureJob:
         follow_citations: bool | None = None,
         media: bool = True,
         media_settings: MediaSettings | None = None,
+        browser: bool | None = False,
+        worker: str | None = None,
     ) -> None:
         self.archive = archive
+        # A distributed worker's identity (archiver.distributed.liveness): recorded on its captures, so that
+        # recovery elsewhere leaves them alone while it lives; its WARC file names carry its pid.
+        self.worker = worker
         net = archive.settings.network
         self.workers = workers or net.workers
         self.fetch_settings = fetch_settings or FetchSettings(
@@ -172,6 +186,15 @@ class CaptureJob:
                 ids=archive.ids,
             )
         self.progress = progress or (lambda _kind, _data: None)
+        # Browser capture (docs/browser.md): None follows the [browser] settings (kinds, platforms), which is what
+        # `archiver run` and `capture` pass (archiver.jobs); True renders every source of this job; False (the
+        # default for a job built directly) none. Chromium starts only when a source needs it.
+        self.browser_override = browser
+        self.browser: BrowserCapturer | None = None
+        if browser is not False and (browser or archive.settings.browser.enabled):
+            self.browser = BrowserCapturer(
+                archive.settings.browser, self.fetch_settings, self.gate, archive.clock, archive.ids, warn=self._warn
+            )
         self.follow_override = follow_citations
         self._lock = threading.Lock()
         self._warc_ids: dict[str, int] = {}
@@ -188,16 +211,20 @@ class CaptureJob:
                 "collector": archive.settings.collector,
                 "egress": self.fetch_settings.egress,
                 "capture-settings": ", ".join(f"{k}={v}" for k, v in sorted(archive.settings.public_dict().items())),
+                **(self.browser.warcinfo() if self.browser is not None else {}),
             },
             on_close=self._on_close,
+            process=str(os.getpid()) if worker is not None else None,
         )
 
     # -- recovery --------------------------------------------------------------------------------------------
 
-    def recover(self) -> None:
+    def recover(self) -> RunSummary:
         """Repair ``.open`` WARC files left by a crash; mark captures that never finished as interrupted."""
         sweep_temp(self.media_temp)  # download directories of a killed run
-        results = repair_open_files(self.archive.settings.warc_dir, self.archive.clock)
+        # On PostgreSQL, workers elsewhere may share the WARC directory (archiver.distributed).
+        shared = self.archive.catalogue.dialect == "postgresql"
+        results = repair_open_files(self.archive.settings.warc_dir, self.archive.clock, shared=shared)
         with self.archive.session() as s:
             for r in results:
                 # A file with no complete record is kept as ``.damaged`` (never deleted) and never served as a WARC.
@@ -229,8 +256,8 @@ class CaptureJob:
             warc_dir = self.archive.settings.warc_dir
             for row in s.scalars(select(WarcFile).where(WarcFile.status == "open")).all():
                 path = warc_dir / row.name
-                if (warc_dir / f"{row.name}.open").exists() or not path.exists():
-                    continue  # still being written by another process, or gone: verify reports it
+                if (warc_dir / f"{row.name}.open").exists() or not path.exists() or held_by_writer(path):
+                    continue  # still being written (or its close recorded) by another process, or gone
                 check = scan_file(path)
                 record_closed_warc(
                     s,
@@ -244,12 +271,18 @@ class CaptureJob:
                     closed_at=self.archive.clock.now(),
                     recorded_by="recovery after an interrupted close",
                 )
-            running = s.scalars(select(Capture).where(Capture.outcome == "running")).all()
+            # A capture a live distributed worker is still running is not interrupted (its advisory lock says so).
+            running = [
+                cap
+                for cap in s.scalars(select(Capture).where(Capture.outcome == "running")).all()
+                if not worker_alive(s, cap.worker)
+            ]
             for cap in running:
                 cap.outcome = "interrupted"
                 cap.ended_at = self.archive.clock.now()
                 cap.error = "interrupted: the archiver stopped before this capture was committed; retried"
             self._summary.interrupted = len(running)
+        return self._summary
 
     # -- selection -------------------------------------------------------------------------------------------
 
@@ -278,45 +311,88 @@ class CaptureJob:
         queue = list(source_ids) if source_ids is not None else self.pending_sources()
         self.progress("start", len(queue))
         submitted: set[int] = set()
-        waiting: deque[int] = deque(queue)
+        # Host-aware dispatch: a source starts only when its host has a free slot (HostGate's per_host), so no
+        # worker sleeps on a busy site while another site's sources wait behind it.
+        waiting: HostQueue[int] = HostQueue(self.gate.per_host)
+        for sid, host in self._hosts(queue):
+            waiting.add(host, sid)
         done: Queue[Future[CaptureSummary | None]] = Queue()
-        in_flight = 0
+        running: dict[Future[CaptureSummary | None], tuple[int, str]] = {}
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="capture") as pool:
 
                 def fill() -> None:
                     """Keep a bounded window in flight, so --max-time can stop what has not started."""
-                    nonlocal in_flight
-                    while waiting and in_flight < 2 * self.workers:
+                    while waiting and len(running) < 2 * self.workers:
                         if deadline is not None and time.monotonic() > deadline:
                             self._summary.stopped_early = True
                             waiting.clear()  # still pending in the catalogue: the next run takes them
                             return
-                        sid = waiting.popleft()
+                        taken = waiting.take()
+                        if taken is None:
+                            return  # every waiting source's host is busy: wait for a capture to end
+                        host, sid = taken
                         if sid in submitted:
+                            waiting.done(host)
                             continue
                         submitted.add(sid)
-                        pool.submit(self._capture_guarded, sid).add_done_callback(done.put)
-                        in_flight += 1
+                        future = pool.submit(self._capture_guarded, sid)
+                        running[future] = (sid, host)
+                        future.add_done_callback(done.put)
 
                 fill()
-                while in_flight:
-                    result = done.get().result()
-                    in_flight -= 1
+                while running:
+                    future = done.get()
+                    _, host = running.pop(future)
+                    waiting.done(host)
+                    result = future.result()
                     if result is not None:
                         self._summary.captures.append(result)
                         self.progress("captured", result)
-                        for new_id in self._discovered.pop(result.source_id, []):
+                        new_ids = self._discovered.pop(result.source_id, [])
+                        for new_id in new_ids:
                             self.progress("discovered", new_id)
-                            waiting.append(new_id)
+                        for new_id, new_host in self._hosts(new_ids):
+                            waiting.add(new_host, new_id)
                     fill()
         finally:
             self.sink.close()
             self.fetcher.close()
             if self.media is not None:
                 self.media.close()
+            if self.browser is not None:
+                self.browser.close()
         self._summary.seconds = time.monotonic() - started
         return self._summary
+
+    def _hosts(self, source_ids: list[int]) -> list[tuple[int, str]]:
+        """Each source with the host its capture starts on (as HostGate counts hosts), in the order given."""
+        if not source_ids:
+            return []
+        urls: dict[int, str | None] = {}
+        with self.archive.session() as s:
+            for i in range(0, len(source_ids), 500):
+                chunk = source_ids[i : i + 500]
+                for sid, url in s.execute(select(Source.id, Source.url).where(Source.id.in_(chunk))):
+                    urls[sid] = url
+        return [(sid, HostGate.host_of(urls.get(sid) or "")) for sid in source_ids]
+
+    def close(self) -> None:
+        """Close the WARC file being written (recorded in the catalogue) and the network clients."""
+        try:
+            self.sink.close()
+        finally:
+            self.fetcher.close()
+            if self.media is not None:
+                self.media.close()
+            if self.browser is not None:
+                self.browser.close()
+
+    def take_discovered(self, source_id: int) -> list[int]:
+        """Sources the source's page cited that were new to the catalogue (once; for a caller running captures
+        one by one, such as a distributed worker)."""
+        with self._lock:
+            return self._discovered.pop(source_id, [])
 
     def _capture_guarded(self, source_id: int) -> CaptureSummary | None:
         try:
@@ -336,7 +412,7 @@ class CaptureJob:
             sid = src.id
         return self.run([sid])
 
-    def capture_source(self, source_id: int) -> CaptureSummary:
+    def capture_source(self, source_id: int, *, run_id: str | None = None) -> CaptureSummary:
         """Web capture of the source's page, then media capture when the page or platform suggests media."""
         with self.archive.session() as s:
             src = s.get(Source, source_id)
@@ -344,6 +420,7 @@ class CaptureJob:
                 raise ArchiverError(f"source {source_id} has no URL to capture")
             url, follow, depth = src.url, src.follow_citations, src.depth
             platform_item = src.platform is not None or src.kind == "video"
+            kind = src.kind
         if self.follow_override is not None:
             follow = self.follow_override
         ref = identify(url)
@@ -352,7 +429,7 @@ class CaptureJob:
         results: list[_Part] = []
         page_type, page_html = None, None
         if not direct_media:
-            capture_id = self._begin(source_id, "web", url, tool_versions())
+            capture_id = self._begin(source_id, "web", url, tool_versions(), run_id)
             page = self.web.capture(url)
             try:
                 final = page.main.final
@@ -364,27 +441,54 @@ class CaptureJob:
                 results.append(self._finish_web(source_id, capture_id, url, page, refs, citations, depth))
             finally:
                 page.close()
+        if (
+            self.browser is not None
+            and not direct_media
+            and not (results and results[0].outcome == "gone")  # the removal is on record; nothing to render
+            and self.browser.wanted(kind, ref.platform, self.browser_override)
+        ):
+            results.append(self._capture_browser(source_id, url, run_id))
         if self.media is not None and (direct_media or media_candidate(url, page_type, page_html)):
-            results.append(self._capture_media(source_id, url, platform_item))
+            results.append(self._capture_media(source_id, url, platform_item, run_id))
         return _combine(source_id, url, results)
 
-    def _begin(self, source_id: int, method: str, url: str, tools: dict[str, str]) -> int:
+    def _begin(self, source_id: int, method: str, url: str, tools: dict[str, str], run_id: str | None = None) -> int:
         """Commit the Capture row as ``running`` before any traffic: a kill leaves a trace the next run sees."""
         arch = self.archive
-        with arch.session() as s:
-            cap = Capture(
-                source_id=source_id,
-                method=method,
-                started_at=arch.clock.now(),
-                outcome="running",
-                requested_url=url,
-                collector=arch.settings.collector,
-                egress=self.fetch_settings.egress,
-                tools=tools,
+        values: dict[str, Any] = {
+            "source_id": source_id,
+            "method": method,
+            "started_at": arch.clock.now(),
+            "outcome": "running",
+            "requested_url": url,
+            "collector": arch.settings.collector,
+            "egress": self.fetch_settings.egress,
+            "tools": tools,
+            "run_id": run_id,
+            "worker": self.worker,
+        }
+
+        def work(b: Batch) -> tuple[Pending[int], list[Any]]:
+            # What the receipt states of the source, read here so that ending the capture reads nothing.
+            return b.insert_returning_id(Capture, values), list(b.session.execute(_SOURCE_FACTS, {"sid": source_id}))
+
+        pending, rows = self._committer.submit(work)
+        capture_id = pending.get()
+        if not rows:
+            raise ArchiverError(f"source {source_id} does not exist")
+        with self._lock:
+            self._begun[capture_id] = _Begun(
+                source_id,
+                method,
+                values["started_at"],
+                values["collector"],
+                values["egress"],
+                tools,
+                rows[0].url,
+                rows[0].status,
+                tuple(sorted({r.incident_id for r in rows if r.incident_id is not None})),
             )
-            s.add(cap)
-            s.flush()
-            return cap.id
+        return capture_id
 
     def _write_page(self, page: PageCapture) -> list[tuple[str, str | None, RecordRef]]:
         """All records of the page in one group (contiguous, one fsync), each with its role and media type."""
@@ -412,15 +516,21 @@ class CaptureJob:
 
     def _warc_id(self, name: str) -> int:
         with self._lock:
-            if name in self._warc_ids:
-                return self._warc_ids[name]
-            with self.archive.session() as s:
-                row = s.scalar(select(WarcFile).where(WarcFile.name == name))
-                if row is None:
-                    row = WarcFile(name=name, status="open", opened_at=self.archive.clock.now())
-                    s.add(row)
-                    s.flush()
-                self._warc_ids[name] = row.id
+            known = self._warc_ids.get(name)
+        if known is not None:
+            return known
+        opened_at = self.archive.clock.now()
+
+        def work(b: Batch) -> int:
+            found = b.session.scalar(select(WarcFile.id).where(WarcFile.name == name))
+            if found is not None:
+                return found
+            values = {"name": name, "status": "open", "opened_at": opened_at}
+            return b.insert_now(WarcFile, values)
+
+        with self._lock:  # one lookup per file: the sink's first group in a new file is written by one thread
+            if name not in self._warc_ids:
+                self._warc_ids[name] = self._committer.submit(work)
             return self._warc_ids[name]
 
     def _finish_web(
@@ -460,9 +570,37 @@ class CaptureJob:
             depth=depth,
         )
 
-    def _capture_media(self, source_id: int, url: str, platform_item: bool) -> _Part:
+    def _capture_browser(self, source_id: int, url: str, run_id: str | None = None) -> _Part:
+        """The page rendered in Chromium: its traffic, screenshot, PDF and DOM (archiver.capture.browser)."""
+        assert self.browser is not None
+        capture_id = self._begin(source_id, "browser", url, tool_versions(), run_id)
+        result = self.browser.capture(url, self.sink.new_record_id)
+        try:
+            refs = self._write(result.specs) if result.specs else []
+            return self._finish(
+                source_id,
+                capture_id,
+                url=url,
+                outcome=result.outcome,
+                status_on_outcome={"ok": st.CAPTURED},  # a failed render leaves the web capture's verdict
+                http_status=result.http_status,
+                final_url=result.final_url,
+                error=result.error,
+                refs=refs,
+                details=result.details,
+                tools=result.tools,
+            )
+        finally:
+            result.close()
+
+    def _warn(self, message: str) -> None:
+        with self._lock:
+            self._summary.warnings.append(message)
+        self.progress("warning", message)
+
+    def _capture_media(self, source_id: int, url: str, platform_item: bool, run_id: str | None = None) -> _Part:
         assert self.media is not None
-        capture_id = self._begin(source_id, "media", url, tool_versions())
+        capture_id = self._begin(source_id, "media", url, tool_versions(), run_id)
         result = self.media.capture(url)
         try:
             refs = self._write(list(result.records)) if result.records else []
@@ -520,99 +658,129 @@ class CaptureJob:
         conversions: list[dict[str, str]] | None = None,
         media_items: list[dict[str, Any]] | None = None,
     ) -> _Part:
-        """One transaction: artifacts, the capture's end, the source's status, custody events, cited sources."""
+        """One transaction: artifacts, the capture's end, the source's status, custody events, cited sources.
+
+        The transaction is shared with other captures' (:mod:`archiver.capture.committer`); it has committed
+        when this returns. Everything is prepared from values in memory first (the capture as :meth:`_begin`
+        committed it), so the transaction only writes, apart from reading the source's status.
+        """
         arch = self.archive
         warc_ids = {ref.warc_file: self._warc_id(ref.warc_file) for _, _, ref in refs}
         now = arch.clock.now()
-        discovered: list[int] = []
+        begun = self._begun_capture(capture_id)
+        all_tools = {**begun.tools, **tools} if tools else begun.tools
+        artifacts = [
+            artifact_values(
+                ref, capture_id=capture_id, role=role, warc_file_id=warc_ids[ref.warc_file], media_type=mtype
+            )
+            for role, mtype, ref in refs
+        ]
         issued = None
         if refs:
             # The receipt lists the records just written (their offsets are known now); it is written and fsynced
-            # outside any transaction (a rotation's on_close opens its own session), then recorded with the rows.
-            with arch.session() as s:
-                facts = receipts.load_facts(
-                    s,
-                    capture_id,
-                    ended_at=now,
-                    outcome=outcome,
-                    http_status=http_status,
-                    final_url=final_url,
-                    extra_tools=tools,
-                )
-            issued = receipts.write_receipt(self.sink, self.signer, facts, [ref for _, _, ref in refs])
-            warc_ids.setdefault(issued.ref.warc_file, self._warc_id(issued.ref.warc_file))
-        with arch.session() as s:
-            cap = s.get(Capture, capture_id)
-            src = s.get(Source, source_id)
-            assert cap is not None and src is not None
-            for role, mtype, ref in refs:
-                s.add(
-                    artifact_from_ref(
-                        ref, capture_id=capture_id, role=role, warc_file_id=warc_ids[ref.warc_file], media_type=mtype
-                    )
-                )
-            cap.ended_at, cap.outcome, cap.final_url, cap.http_status, cap.error = (
+            # outside any transaction (a rotation's on_close commits on its own), then recorded with the rows.
+            facts = receipts.CaptureFacts(
+                capture_id,
+                begun.method,
+                begun.started_at,
                 now,
                 outcome,
-                final_url,
                 http_status,
-                error,
-            )
-            cap.details = details
-            if tools:
-                cap.tools = {**cap.tools, **tools}
-            new_status = status_on_outcome.get(outcome)
-            if new_status is not None and not (new_status == st.FAILED and src.status == st.CAPTURED):
-                src.status = new_status
-            if outcome == "ok":
-                src.last_captured_at = now
-            if outcome == "gone" and src.gone_at is None:
-                src.gone_at = now
-            event = {"ok": "collected", "gone": "gone"}.get(outcome, "capture.failed")
-            self._event(
-                s,
-                event,
+                final_url,
+                begun.collector,
+                begun.egress,
+                all_tools,
                 source_id,
-                capture=capture_id,
-                method=cap.method,
-                url=url,
-                final_url=final_url,
-                http_status=http_status,
-                outcome=outcome,
-                error=error,
-                evidence=details.get("evidence"),
-                egress=cap.egress,
-                started_at=_iso(cap.started_at),
-                ended_at=_iso(now),
+                begun.source_url,
+                begun.incidents,
             )
-            if refs:
-                self._event(s, "stored", source_id, capture=capture_id, records=[_record_dict(r) for _, _, r in refs])
+            issued = receipts.write_receipt(self.sink, self.signer, facts, [ref for _, _, ref in refs])
+            warc_ids.setdefault(issued.ref.warc_file, self._warc_id(issued.ref.warc_file))
+            names = {v: k for k, v in warc_ids.items()}
+            # The receipt must be what verify will rebuild from the rows about to be inserted.
+            receipts.check_rows(
+                issued, facts, [receipts.ReceiptRecord.from_row(a, names[a["warc_file_id"]]) for a in artifacts]
+            )
+            artifacts.append(
+                column_values(receipts.receipt_artifact(issued, warc_file_id=warc_ids[issued.ref.warc_file]))
+            )
+        ended = {
+            "b_id": capture_id,
+            "b_ended_at": now,
+            "b_outcome": outcome,
+            "b_final_url": final_url,
+            "b_http_status": http_status,
+            "b_error": error,
+            "b_details": details,
+            "b_tools": all_tools,
+        }
+        event = {"ok": "collected", "gone": "gone"}.get(outcome, "capture.failed")
+        event_details = {
+            "capture": capture_id,
+            "method": begun.method,
+            "url": url,
+            "final_url": final_url,
+            "http_status": http_status,
+            "outcome": outcome,
+            "error": error,
+            "evidence": details.get("evidence"),
+            "egress": begun.egress,
+            "started_at": _iso(begun.started_at),
+            "ended_at": _iso(now),
+        }
+        stored = {"capture": capture_id, "records": [_record_dict(r) for _, _, r in refs]} if refs else None
+        # The source's status: the statement decides on the row as it is (a failed attempt never undoes an
+        # earlier capture); the status reported back is decided the same way on the row as _begin read it.
+        new_status = status_on_outcome.get(outcome)
+        source_changes = {
+            "b_id": source_id,
+            "b_status": new_status,
+            "b_captured_at": now if outcome == "ok" else None,
+            "b_gone_at": now if outcome == "gone" else None,
+        }
+        final_status = begun.source_status
+        if new_status is not None and not (new_status == st.FAILED and final_status == st.CAPTURED):
+            final_status = new_status
+        items = [{"capture_id": capture_id, "source_id": source_id, "captured_at": now, **i} for i in media_items or []]
+
+        def work(b: Batch) -> list[int]:
+            b.execute(_END_CAPTURE, ended)
+            b.execute(_SOURCE_STATUS, source_changes)
+            b.insert(Artifact, artifacts)
+            self._event(b, event, source_id, **event_details)
+            if stored is not None:
+                self._event(b, "stored", source_id, **stored)
             if issued is not None:
-                receipts.record_receipt(
-                    s, arch.clock, issued, warc_file_id=warc_ids[issued.ref.warc_file], actor=arch.actor
-                )
-            for item in media_items or []:
-                s.add(MediaItem(capture_id=capture_id, source_id=source_id, captured_at=now, **item))
+                b.insert(Receipt, [receipts.receipt_values(issued, arch.clock)])
+                self._event(b, "signed", source_id, **receipts.signed_details(issued))
+            b.insert(MediaItem, items)
             for conv in conversions or []:
-                self._event(s, "converted", source_id, capture=capture_id, **conv)
+                self._event(b, "converted", source_id, capture=capture_id, **conv)
+            found: list[int] = []
             if citations:
-                store = Store(s, arch.clock, arch.actor)
-                for c in citations:
-                    for incident in src.incidents:
-                        new, added = store.add_source(
-                            incident.id,
-                            SourceRequest(
-                                url=c.url,
-                                cited_by_id=source_id,
-                                cited_as=c.anchor_text or None,
-                                note=c.context or None,
-                                discovered_from_id=source_id,
-                                depth=depth + 1,
-                            ),
-                        )
-                        if added:
-                            discovered.append(new.id)
-            final_status = src.status
+                with b.foreign() as fs:
+                    src = fs.get(Source, source_id)
+                    assert src is not None
+                    store = Store(fs, arch.clock, arch.actor)
+                    for c in citations:
+                        for incident in src.incidents:
+                            new, added = store.add_source(
+                                incident.id,
+                                SourceRequest(
+                                    url=c.url,
+                                    cited_by_id=source_id,
+                                    cited_as=c.anchor_text or None,
+                                    note=c.context or None,
+                                    discovered_from_id=source_id,
+                                    depth=depth + 1,
+                                ),
+                            )
+                            if added:
+                                found.append(new.id)
+                    fs.flush()
+            return found
+
+        discovered = self._committer.submit(work)
         with self._lock:
             self._discovered.setdefault(source_id, []).extend(discovered)
         return _Part(
@@ -628,6 +796,10 @@ class CaptureJob:
         )
 
     def _event(self, s: Any, action: str, source_id: int, **details: Any) -> None:
+        """A custody event about the source: through the batch's cursor, or :func:`custody.append` in a session."""
+        if isinstance(s, Batch):
+            s.custody.append(actor=self.archive.actor, action=action, subject=f"source:{source_id}", details=details)
+            return
         custody.append(
             s,
             self.archive.clock,
@@ -639,19 +811,108 @@ class CaptureJob:
 
     def _on_close(self, closed: Any) -> None:
         self._warc_id(closed.name)
-        with self.archive.session() as s:
-            record_closed_warc(
-                s,
-                self.archive.clock,
-                actor=self.archive.actor,
-                name=closed.name,
-                sha256=closed.sha256,
-                size=closed.size,
-                records=closed.records,
-                opened_at=closed.opened_at,
-                closed_at=closed.closed_at,
-            )
+
+        def work(b: Batch) -> None:
+            with b.foreign() as s:
+                record_closed_warc(
+                    s,
+                    self.archive.clock,
+                    actor=self.archive.actor,
+                    name=closed.name,
+                    sha256=closed.sha256,
+                    size=closed.size,
+                    records=closed.records,
+                    opened_at=closed.opened_at,
+                    closed_at=closed.closed_at,
+                )
+
+        self._committer.submit(work)
         self._summary.closed_warcs.append(closed.name)
+
+    # -- group commit ----------------------------------------------------------------------------------------
+
+    @cached_property
+    def _committer(self) -> GroupCommitter:
+        """The transactions every capture thread of this job shares (created on first use)."""
+        return GroupCommitter(self.archive.session, self.archive.clock)
+
+    @cached_property
+    def _begun(self) -> dict[int, _Begun]:
+        """Captures begun and not yet finished: what :meth:`_finish` states of them without reading the row."""
+        return {}
+
+    def _begun_capture(self, capture_id: int) -> _Begun:
+        with self._lock:
+            begun = self._begun.pop(capture_id, None)
+        if begun is not None:
+            return begun
+        with self.archive.session() as s:  # begun elsewhere (another job object): read what _begin kept
+            cap = s.get(Capture, capture_id)
+            if cap is None:
+                raise ArchiverError(f"capture {capture_id} does not exist")
+            incidents = s.scalars(
+                select(incident_sources.c.incident_id).where(incident_sources.c.source_id == cap.source_id)
+            ).all()
+            return _Begun(
+                cap.source_id,
+                cap.method,
+                cap.started_at,
+                cap.collector,
+                cap.egress,
+                dict(cap.tools),
+                cap.source.url,
+                cap.source.status,
+                tuple(sorted(set(incidents))),
+            )
+
+
+@dataclass(frozen=True)
+class _Begun:
+    """A capture as :meth:`CaptureJob._begin` committed it."""
+
+    source_id: int
+    method: str
+    started_at: datetime
+    collector: str
+    egress: str | None
+    tools: dict[str, str]
+    source_url: str | None
+    source_status: str
+    incidents: tuple[str, ...]
+
+
+# The catalogue statements of a capture's begin and end, built once: each runs once per batch of captures.
+_SOURCE_FACTS = (
+    select(Source.url, Source.status, incident_sources.c.incident_id)
+    .outerjoin(incident_sources, incident_sources.c.source_id == Source.id)
+    .where(Source.id == bindparam("sid"))
+)
+_CAPTURES = cast(Table, Capture.__table__)
+_ENDED = ("ended_at", "outcome", "final_url", "http_status", "error", "details", "tools")
+_END_CAPTURE = (
+    update(_CAPTURES)
+    .where(_CAPTURES.c.id == bindparam("b_id"))
+    .values({name: bindparam(f"b_{name}", type_=_CAPTURES.c[name].type) for name in _ENDED})
+)
+_SOURCES = cast(Table, Source.__table__)
+_SOURCE_STATUS = (
+    update(_SOURCES)
+    .where(_SOURCES.c.id == bindparam("b_id"))
+    .values(
+        status=case(
+            (bindparam("b_status", type_=String).is_(None), _SOURCES.c.status),
+            (
+                (bindparam("b_status", type_=String) == st.FAILED) & (_SOURCES.c.status == st.CAPTURED),
+                _SOURCES.c.status,
+            ),
+            else_=bindparam("b_status", type_=String),
+        ),
+        last_captured_at=func.coalesce(
+            bindparam("b_captured_at", type_=_SOURCES.c.last_captured_at.type), _SOURCES.c.last_captured_at
+        ),
+        gone_at=func.coalesce(_SOURCES.c.gone_at, bindparam("b_gone_at", type_=_SOURCES.c.gone_at.type)),
+    )
+)
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,8 @@ class Source(Base):
     last_captured_at: Mapped[datetime | None]
     gone_at: Mapped[datetime | None]
     next_check_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_checked_at: Mapped[datetime | None]
+    check_errors: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # failed re-checks in a row
 
     incidents: Mapped[list[Incident]] = relationship(
         secondary=incident_sources,
@@ -162,6 +164,8 @@ class Capture(Base):
     error: Mapped[str | None] = mapped_column(Text)
     collector: Mapped[str] = mapped_column(String(200))
     egress: Mapped[str | None] = mapped_column(String(200))
+    # The worker process (host:pid:nonce) that ran it; None for the local executor (which holds the run lock).
+    worker: Mapped[str | None] = mapped_column(String(200))
     tools: Mapped[dict[str, Any]] = mapped_column(default=dict)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
@@ -261,3 +265,27 @@ class MediaItem(Base):
 
 
 from archiver.catalogue import integrity_models  # noqa: E402, F401  (puts the integrity tables on Base.metadata)
+from archiver.distributed import models as distributed_models  # noqa: E402, F401  (run claims, 0005)
+
+
+class SourceCheck(Base):
+    """One re-check of a captured source: what was fetched again and what it was compared with (migration 0004)."""
+
+    __tablename__ = "source_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    checked_at: Mapped[datetime] = mapped_column(index=True)
+    method: Mapped[str] = mapped_column(String(16))  # web | media
+    result: Mapped[str] = mapped_column(String(16), index=True)  # still-online | changed | gone | error
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    url: Mapped[str | None] = mapped_column(Text)
+    payload_sha256: Mapped[str | None] = mapped_column(String(64))  # of what this check fetched (not stored)
+    previous_sha256: Mapped[str | None] = mapped_column(String(64))  # of the capture it was compared with
+    text_sha256: Mapped[str | None] = mapped_column(String(64))  # normalised main text, see archiver/recheck_probe.py
+    previous_text_sha256: Mapped[str | None] = mapped_column(String(64))
+    previous_capture_id: Mapped[int | None] = mapped_column(ForeignKey("captures.id"))
+    capture_id: Mapped[int | None] = mapped_column(ForeignKey("captures.id"))  # the recapture, if one was made
+    error: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)

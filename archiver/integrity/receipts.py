@@ -97,6 +97,20 @@ class ReceiptRecord:
             row.payload_sha256,
         )
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], warc_name: str) -> ReceiptRecord:
+        """From the column values of an Artifact row (as a bulk insert takes them)."""
+        return cls(
+            row["record_id"],
+            row["record_type"],
+            row["target_uri"],
+            warc_name,
+            row["offset"],
+            row["length"],
+            row["block_sha256"],
+            row["payload_sha256"],
+        )
+
     def document(self) -> dict[str, Any]:
         return {
             "id": self.record_id,
@@ -184,8 +198,12 @@ def load_facts(
     )
 
 
+def _record_order(r: ReceiptRecord) -> tuple[str, int]:
+    return (r.warc_file, r.offset)
+
+
 def receipt_document(facts: CaptureFacts, key_id: str, records: Iterable[ReceiptRecord]) -> dict[str, Any]:
-    ordered = sorted(records, key=lambda r: (r.warc_file, r.offset))
+    ordered = sorted(records, key=_record_order)
     return {
         "type": RECEIPT_TYPE,
         "version": RECEIPT_VERSION,
@@ -218,6 +236,7 @@ class IssuedReceipt:
     signature: bytes
     key_id: str
     ref: RecordRef
+    records: tuple[ReceiptRecord, ...] = ()  # what it lists, in its order (file, offset)
 
 
 def _main_record(refs: Sequence[ReceiptRecord], final_url: str | None) -> str | None:
@@ -249,7 +268,8 @@ def write_receipt(
     records = [ReceiptRecord.from_ref(r) if isinstance(r, RecordRef) else r for r in refs]
     if not records:
         raise ValueError("a receipt lists the records of its capture; this capture wrote none")
-    doc = receipt_document(facts, signer.key_id, records)
+    ordered = tuple(sorted(records, key=_record_order))
+    doc = receipt_document(facts, signer.key_id, ordered)
     canonical = canonical_json(doc)
     digest = hashlib.sha256(canonical).digest()
     signature = signer.sign(digest)
@@ -263,7 +283,7 @@ def write_receipt(
     with block_from_bytes(canonical, has_payload=False) as block:
         spec = RecordSpec(METADATA, block, RECEIPT_MEDIA_TYPE, receipt_uri(facts.capture_id), headers=headers)
         (ref,) = sink.write_group([spec])
-    return IssuedReceipt(facts, canonical, digest.hex(), signature, signer.key_id, ref)
+    return IssuedReceipt(facts, canonical, digest.hex(), signature, signer.key_id, ref, ordered)
 
 
 def catalogue_records(session: Session, capture_ids: Collection[int]) -> dict[int, list[ReceiptRecord]]:
@@ -299,35 +319,12 @@ def rebuild_canonical(
 def record_receipt(session: Session, clock: Clock, issued: IssuedReceipt, *, warc_file_id: int, actor: str) -> Receipt:
     """Add the receipt's rows and custody event in the caller's transaction, after the capture's Artifact rows
     and end. Raises :class:`ArchiverError` (so the transaction rolls back) if the catalogue disagrees with it."""
-    ref, facts = issued.ref, issued.facts
-    session.add(
-        artifact_from_ref(
-            ref,
-            capture_id=facts.capture_id,
-            role=RECEIPT_ROLE,
-            warc_file_id=warc_file_id,
-            media_type=RECEIPT_MEDIA_TYPE,
-            with_payload_digest=False,
-        )
-    )
+    facts = issued.facts
+    session.add(receipt_artifact(issued, warc_file_id=warc_file_id))
     session.flush()
     rebuilt = rebuild_canonical(session, facts.capture_id, issued.key_id, facts.incident_ids)
-    if rebuilt != issued.canonical:
-        where = "the capture is missing or has not ended" if rebuilt is None else _first_difference(rebuilt, issued)
-        raise ArchiverError(
-            f"the receipt of capture {facts.capture_id} does not match the catalogue rows ({where})",
-            hint="record the receipt after adding the capture's Artifact rows and ending the Capture; this is a bug",
-        )
-    receipt = Receipt(
-        capture_id=facts.capture_id,
-        version=RECEIPT_VERSION,
-        sha256=issued.sha256,
-        canonical=issued.canonical,
-        signature=issued.signature,
-        key_id=issued.key_id,
-        record_id=ref.record_id,
-        created_at=clock.now(),
-    )
+    _refuse_mismatch(rebuilt, issued)
+    receipt = Receipt(**receipt_values(issued, clock))
     session.add(receipt)
     custody.append(
         session,
@@ -335,16 +332,70 @@ def record_receipt(session: Session, clock: Clock, issued: IssuedReceipt, *, war
         actor=actor,
         action="signed",
         subject=f"source:{facts.source_id}",
-        details={
-            "capture": facts.capture_id,
-            "receipt_sha256": issued.sha256,
-            "key_id": issued.key_id,
-            "record_id": ref.record_id,
-            "warc": ref.warc_file,
-            "offset": ref.offset,
-        },
+        details=signed_details(issued),
     )
     return receipt
+
+
+def check_rows(issued: IssuedReceipt, capture: CaptureFacts, records: Iterable[ReceiptRecord]) -> None:
+    """:func:`record_receipt`'s check for a writer that inserts rows in bulk and does not read them back: the
+    receipt rebuilt from the values of the rows about to be inserted (``capture``, the capture's end as it will
+    be committed; ``records``, made with :meth:`ReceiptRecord.from_row` from its Artifact rows but the receipt's
+    own) must be the receipt issued. Raises :class:`ArchiverError` otherwise."""
+    ordered = sorted(records, key=_record_order)
+    # The receipt is a function of (facts, key, ordered records): equal inputs make equal bytes, so comparing
+    # the inputs is the same check without building and serialising the document a second time.
+    if issued.records and capture == issued.facts and tuple(ordered) == issued.records:
+        return
+    _refuse_mismatch(canonical_json(receipt_document(capture, issued.key_id, ordered)), issued)
+
+
+def receipt_artifact(issued: IssuedReceipt, *, warc_file_id: int) -> Artifact:
+    """The Artifact row of the receipt's own WARC record (role ``receipt``)."""
+    return artifact_from_ref(
+        issued.ref,
+        capture_id=issued.facts.capture_id,
+        role=RECEIPT_ROLE,
+        warc_file_id=warc_file_id,
+        media_type=RECEIPT_MEDIA_TYPE,
+        with_payload_digest=False,
+    )
+
+
+def receipt_values(issued: IssuedReceipt, clock: Clock) -> dict[str, Any]:
+    """Column values of the :class:`Receipt` row."""
+    return {
+        "capture_id": issued.facts.capture_id,
+        "version": RECEIPT_VERSION,
+        "sha256": issued.sha256,
+        "canonical": issued.canonical,
+        "signature": issued.signature,
+        "key_id": issued.key_id,
+        "record_id": issued.ref.record_id,
+        "created_at": clock.now(),
+    }
+
+
+def signed_details(issued: IssuedReceipt) -> dict[str, Any]:
+    """Details of the custody event ``signed`` that records the receipt."""
+    ref = issued.ref
+    return {
+        "capture": issued.facts.capture_id,
+        "receipt_sha256": issued.sha256,
+        "key_id": issued.key_id,
+        "record_id": ref.record_id,
+        "warc": ref.warc_file,
+        "offset": ref.offset,
+    }
+
+
+def _refuse_mismatch(rebuilt: bytes | None, issued: IssuedReceipt) -> None:
+    if rebuilt != issued.canonical:
+        where = "the capture is missing or has not ended" if rebuilt is None else _first_difference(rebuilt, issued)
+        raise ArchiverError(
+            f"the receipt of capture {issued.facts.capture_id} does not match the catalogue rows ({where})",
+            hint="record the receipt after adding the capture's Artifact rows and ending the Capture; this is a bug",
+        )
 
 
 def _first_difference(rebuilt: bytes, issued: IssuedReceipt) -> str:

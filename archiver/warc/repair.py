@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from archiver.warc.reader import MEMBER_OK, READ_SIZE, GzipMembers, RecordParser
 from archiver.warc.writer import OPEN_SUFFIX, fsync_dir, rename_no_replace
 
 CUT_SUFFIX = ".cut"
+FRESH_EMPTY_SECONDS = 600  # file-system age (mtime), not a recorded time: the system clock is what counts
 DAMAGED_SUFFIX = ".damaged"
 
 
@@ -60,16 +62,35 @@ class _Prefix:
     record_ids: tuple[str, ...]
 
 
-def repair_open_files(directory: Path, clock: Clock) -> list[RepairResult]:
-    """Repair every ``*.warc.gz.open`` file in ``directory`` (see the module docstring)."""
+def repair_open_files(directory: Path, clock: Clock, *, shared: bool = False) -> list[RepairResult]:
+    """Repair every ``*.warc.gz.open`` file in ``directory`` (see the module docstring).
+
+    ``shared``: sinks of other processes may be starting in the directory right now, so an empty file younger than
+    ``FRESH_EMPTY_SECONDS`` is left alone (see :func:`_repair`).
+    """
     results = []
     for path in sorted(Path(directory).glob("*.warc.gz" + OPEN_SUFFIX)):
         if path.is_symlink() or not path.is_file():
             continue
-        result = _repair(path, clock)
+        result = _repair(path, clock, shared=shared)
         if result is not None:
             results.append(result)
     return results
+
+
+def held_by_writer(path: Path) -> bool:
+    """Whether a live sink holds ``path`` (an ``.open`` file, or a closed one whose close it is still recording)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _valid_prefix(fd: int) -> _Prefix:
@@ -124,7 +145,7 @@ def _preserve_tail(fd: int, start: int, final: Path) -> Path:
     return dst
 
 
-def _repair(path: Path, clock: Clock) -> RepairResult | None:
+def _repair(path: Path, clock: Clock, *, shared: bool = False) -> RepairResult | None:
     final = path.with_name(path.name[: -len(OPEN_SUFFIX)])
     try:
         try:
@@ -141,6 +162,10 @@ def _repair(path: Path, clock: Clock) -> RepairResult | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return None  # a live sink is writing it
+        if shared and os.fstat(fd).st_size == 0 and time.time() - os.fstat(fd).st_mtime < FRESH_EMPTY_SECONDS:
+            # A sink in another process creates the file (O_EXCL) an instant before it takes the flock: an empty
+            # young file is most likely that, not a crash. An empty file holds nothing, so waiting costs nothing.
+            return None
         with contextlib.suppress(FileNotFoundError):
             if path.stat().st_ino == os.fstat(fd).st_ino:
                 return _repair_locked(path, final, fd, clock)

@@ -181,9 +181,15 @@ class WarcSink:
         host: str | None = None,
         compress_level: int = 6,
         on_close: Callable[[ClosedWarc], None] | None = None,
+        process: str | None = None,
     ) -> None:
         if not _PREFIX.fullmatch(prefix):
             raise WarcError(f"WARC file prefix must match [A-Za-z0-9._-]+, got {prefix!r}")
+        if process is not None and not _PREFIX.fullmatch(process):
+            raise WarcError(f"WARC file process tag must match [A-Za-z0-9._-]+, got {process!r}")
+        # Several processes writing into one (shared) directory: a name per process, so that no two ever
+        # contend for one name (O_EXCL would keep them apart, but not on every network file system).
+        self._process = process
         for name, value in warcinfo.items():
             _check_field(name, value)
         self._dir = Path(directory)
@@ -267,7 +273,8 @@ class WarcSink:
             while True:
                 if self._serial > 99999:
                     raise WarcError(f"no free WARC file name for {self._prefix}-{stamp} in {self._dir}")
-                name = f"{self._prefix}-{stamp}-{self._serial:05d}-{self._host}.warc.gz"
+                who = self._host if self._process is None else f"{self._host}-{self._process}"
+                name = f"{self._prefix}-{stamp}-{self._serial:05d}-{who}.warc.gz"
                 final = self._dir / name
                 self._serial += 1
                 if final.exists() or final.with_name(name + ".damaged").exists():
@@ -310,12 +317,11 @@ class WarcSink:
             rename_no_replace(warc.open_path, warc.final_path)
             fsync_dir(self._dir)
         except OSError as exc:
+            os.close(warc.fd)
             raise WarcError(
                 f"cannot close WARC file {warc.name}: {exc}",
                 hint="the .open file is kept; the next run repairs it",
             ) from exc
-        finally:
-            os.close(warc.fd)
         closed = ClosedWarc(
             name=warc.name,
             path=str(warc.final_path),
@@ -325,8 +331,13 @@ class WarcSink:
             closed_at=self._clock.now(),
             records=warc.records,
         )
-        if self._on_close is not None:
-            self._on_close(closed)
+        try:
+            if self._on_close is not None:
+                self._on_close(closed)
+        finally:
+            # The flock is held until the close is recorded: recovery in another process, seeing a closed file
+            # whose catalogue row is still "open", leaves it to its live writer (repair.held_by_writer).
+            os.close(warc.fd)
         return closed
 
     def _cut_back(self, warc: _OpenWarc, size: int, digest: hashlib._Hash, records: int) -> None:
