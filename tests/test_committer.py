@@ -19,7 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from archiver import custody
 from archiver.archive import Archive
 from archiver.capture.committer import Batch, GroupCommitter, artifact_values, column_values
-from archiver.catalogue.models import Capture, CustodyEvent
+from archiver.capture.job import CaptureJob
+from archiver.catalogue import store as st
+from archiver.catalogue.models import Capture, CustodyEvent, Source
 from archiver.catalogue.store import SourceRequest
 from archiver.catalogue.warcs import artifact_from_ref
 from archiver.warc.block import Digest
@@ -261,3 +263,37 @@ def test_artifact_values_match_the_orm_row(payload: bool, with_payload_digest: b
     kw: dict[str, Any] = {"capture_id": 3, "role": "page", "warc_file_id": 4, "media_type": "text/html"}
     orm = column_values(artifact_from_ref(ref, with_payload_digest=with_payload_digest, **kw))
     assert artifact_values(ref, with_payload_digest=with_payload_digest, **kw) == orm
+
+
+def test_a_capture_begun_by_another_job_object_is_finished_from_its_row(archive: Archive) -> None:
+    """_finish states the capture as _begin committed it; without that in memory it reads the row instead."""
+    sid = _source(archive)
+    first, second = CaptureJob(archive, media=False), CaptureJob(archive, media=False)
+    cid = first._begin(sid, "web", "http://127.0.0.1:9/page", {"archiver": "x"})
+    part = second._finish(
+        sid,
+        cid,
+        url="http://127.0.0.1:9/page",
+        outcome="failed",
+        status_on_outcome={"ok": st.CAPTURED, "failed": st.FAILED},
+        http_status=None,
+        final_url=None,
+        error="connection refused",
+        refs=[],
+        details={},
+    )
+    first.close()
+    second.close()
+    assert part.source_status == st.FAILED
+    with archive.session() as s:
+        cap, src = s.get(Capture, cid), s.get(Source, sid)
+        assert cap is not None and src is not None
+        assert (cap.outcome, cap.error, cap.tools, src.status) == (
+            "failed",
+            "connection refused",
+            {"archiver": "x"},
+            "failed",
+        )
+        events = [e for e in custody.iter_events(s) if e.action == "capture.failed"]
+        assert len(events) == 1 and '"method":"web"' in events[0].details
+        assert custody.check_chain(s).ok
