@@ -414,7 +414,7 @@ class CaptureJob:
 
     def capture_source(self, source_id: int, *, run_id: str | None = None) -> CaptureSummary:
         """Web capture of the source's page, then media capture when the page or platform suggests media."""
-        with self.archive.session() as s:
+        with self.archive.reading() as s:  # no write lock: the group commit holds it
             src = s.get(Source, source_id)
             if src is None or src.url is None:
                 raise ArchiverError(f"source {source_id} has no URL to capture")
