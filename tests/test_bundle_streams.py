@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from archiver.bundle.contents import CaptureEntry, IncidentContents, RecordEntry, SourceEntry
+from archiver.bundle.direct import BUFFER, DirectFile, read_chunks
 from archiver.bundle.export import screenshots
 from archiver.bundle.records import Extract, write_warcs
 from archiver.bundle.stills import Stills
@@ -221,3 +222,37 @@ def test_stills_in_batches_match_single_runs_and_survive_a_bad_file(tmp_path: Pa
     assert together == alone and len(set(together.values())) == 3
     assert all(v.startswith(b"\xff\xd8") for v in together.values())
     assert not list(bag.glob(".still-*"))
+
+
+def test_direct_file_writes_exact_bytes_around_the_cache(tmp_path: Path) -> None:
+    sizes = [1, 4095, 4097, BUFFER - 3, BUFFER + 5, 3 * BUFFER, 10, 0, 777]
+    data = body(sum(sizes), seed=3)
+    for name, fall_back_after in (("direct.bin", None), ("switched.bin", 4)):
+        f = DirectFile(tmp_path / name)
+        at = 0
+        for n, size in enumerate(sizes):
+            if n == fall_back_after:
+                f._buffered()  # what happens when the first direct write is refused: the rest goes buffered
+            f.write(memoryview(data)[at : at + size])
+            at += size
+        f.flush()
+        with pytest.raises(ValueError):
+            f.write(b"late")
+        f.close()
+        assert (tmp_path / name).read_bytes() == data
+    empty = DirectFile(tmp_path / "empty.bin")
+    empty.flush()
+    empty.close()
+    assert (tmp_path / "empty.bin").read_bytes() == b"" and empty.closed
+    with pytest.raises(FileExistsError):
+        DirectFile(tmp_path / "empty.bin")
+
+
+def test_read_chunks_gives_every_byte_once(tmp_path: Path) -> None:
+    for size in (0, 1, 4095, 4096, 4097, 3 * (1 << 16) + 17):
+        data = body(size, seed=size)
+        (tmp_path / "f.bin").write_bytes(data)
+        pieces = [bytes(p) for p in read_chunks(tmp_path / "f.bin", 1 << 16)]
+        assert b"".join(pieces) == data and all(len(p) <= 1 << 16 for p in pieces)
+    with pytest.raises(FileNotFoundError):
+        list(read_chunks(tmp_path / "missing.bin"))

@@ -5,6 +5,12 @@ crash never leaves half a bundle under the final name; an existing target is rep
 and only after the new bundle is complete. The export is then appended to the custody log as ``exported``
 with the SHA-256 of ``tagmanifest-sha256.txt``, which fixes every file of the bag; being appended after the bag
 is complete, that event is not inside the bag's own custody segment (see :mod:`archiver.bundle.segment`).
+
+Every byte is read once and written once: records are copied and the media payloads taken from them in one
+pass (:mod:`archiver.bundle.records`), SHA-256 and SHA-512 computed as files are written, on threads that use
+every core (:mod:`archiver.bundle.streams`); video stills are made while the copy goes on
+(:mod:`archiver.bundle.stills`), and each file is synced in the background and waited for once, before the
+rename. bench/export_bench.py measures it against ``cp -r`` and the hashing tools.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
+from archiver.bundle.direct import DirectFile
 from archiver.errors import BundleError
 
 CHUNK = 1 << 20
@@ -99,7 +100,7 @@ class Syncer:
         self._queue: deque[Future[None]] = deque()
         self._lock = threading.Lock()
 
-    def closed(self, f: BinaryIO, path: Path) -> None:
+    def closed(self, f: BinaryIO | DirectFile, path: Path) -> None:
         """Take over ``f`` (flushed): sync it in the background and close it."""
         if self._pool is None:
             f.close()
@@ -127,7 +128,7 @@ class Syncer:
         self._queue.clear()
 
 
-def _fsync_close(f: BinaryIO, path: Path) -> None:
+def _fsync_close(f: BinaryIO | DirectFile, path: Path) -> None:
     try:
         os.fsync(f.fileno())
     except OSError as exc:
@@ -162,8 +163,9 @@ def _sync_path(path: Path, flags: int) -> None:
 class HashingFile:
     """A new file (never an existing one) whose SHA-256 and SHA-512 are computed as it is written.
 
-    With ``lane=True`` writing and hashing run on a thread of the file's own (for large files); without a
-    ``syncer`` the file is synced when closed, with one the syncer does it.
+    With ``lane=True`` (for large files) writing and hashing run on a thread of the file's own and the bytes go
+    around the page cache (:class:`archiver.bundle.direct.DirectFile`); without a ``syncer`` the file is synced
+    when closed, with one the syncer does it.
     """
 
     def __init__(self, root: Path, relative: str, *, syncer: Syncer | None = None, lane: bool = False) -> None:
@@ -171,7 +173,8 @@ class HashingFile:
         self.path = root / relative
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._f: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed in close()
+            # A large file goes around the page cache (see archiver.bundle.direct); small ones through it.
+            self._f: BinaryIO | DirectFile = DirectFile(self.path) if lane else open(self.path, "xb")  # noqa: SIM115
         except OSError as exc:
             raise BundleError(f"cannot create {self.path}: {exc.strerror or exc}") from exc
         self._sha256 = hashlib.sha256()

@@ -33,6 +33,7 @@ from urllib.parse import unquote
 import bagit
 
 from archiver.bundle import layout
+from archiver.bundle.direct import read_chunks
 from archiver.bundle.proofs import check_receipts, check_timestamps
 from archiver.bundle.segment import check_segment, parse_chain
 from archiver.bundle.zipsafe import extract, zip_problems
@@ -150,14 +151,21 @@ def _manifest(run: _Run, name: str) -> dict[str, str]:
     return entries
 
 
-def _hash(path: Path) -> tuple[str, str] | OSError:
-    """SHA-256 and SHA-512 of a file in one read (or why it could not be read)."""
+def _hash(path: Path, *, cached: bool = False) -> tuple[str, str] | OSError:
+    """SHA-256 and SHA-512 of a file in one read (or why it could not be read). The read goes around the page
+    cache unless ``cached`` (a WARC file, which the record scan reads at the same time: one of the two reads
+    then comes from the cache)."""
     s256, s512 = hashlib.sha256(), hashlib.sha512()
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(BUFFER):
-                s256.update(chunk)
-                s512.update(chunk)
+        if cached:
+            with path.open("rb") as f:
+                while chunk := f.read(BUFFER):
+                    s256.update(chunk)
+                    s512.update(chunk)
+        else:
+            for piece in read_chunks(path, BUFFER):
+                s256.update(piece)
+                s512.update(piece)
     except OSError as exc:
         return exc
     return s256.hexdigest(), s512.hexdigest()
@@ -189,10 +197,11 @@ class _Reads:
         self._scans: dict[str, Future[_Scan]] = {}
 
     def start(self, hashes: list[str], scans: list[str]) -> None:
+        warcs = set(scans)
         work = [(rel, True) for rel in hashes] + [(rel, False) for rel in scans]
         for rel, is_hash in sorted(work, key=lambda w: -_size(self.root / w[0])):
             if is_hash:
-                self._hashes[rel] = self._pool.submit(_hash, self.root / rel)
+                self._hashes[rel] = self._pool.submit(_hash, self.root / rel, cached=rel in warcs)
             else:
                 self._scans[rel] = self._pool.submit(_scan, self.root / rel)
 
