@@ -18,12 +18,12 @@ from sqlalchemy.exc import IntegrityError
 
 from archiver import custody
 from archiver.archive import Archive
-from archiver.capture.committer import Batch, GroupCommitter, artifact_values, column_values
+from archiver.capture.committer import Batch, GroupCommitter, column_values
 from archiver.capture.job import CaptureJob
 from archiver.catalogue import store as st
 from archiver.catalogue.models import Capture, CustodyEvent, Source
 from archiver.catalogue.store import SourceRequest
-from archiver.catalogue.warcs import artifact_from_ref
+from archiver.catalogue.warcs import artifact_from_ref, artifact_values
 from archiver.warc.block import Digest
 from archiver.warc.records import RecordRef
 

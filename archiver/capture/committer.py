@@ -31,7 +31,6 @@ from archiver.catalogue.models import Base
 from archiver.clock import Clock
 from archiver.custody import ChainCursor
 from archiver.errors import CatalogueError
-from archiver.warc.records import RecordRef
 
 T = TypeVar("T")
 Work = Callable[["Batch"], T]
@@ -143,35 +142,6 @@ def table_of(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
-
-
-def artifact_values(
-    ref: RecordRef,
-    *,
-    capture_id: int,
-    role: str,
-    warc_file_id: int,
-    media_type: str | None = None,
-    with_payload_digest: bool = True,
-) -> dict[str, Any]:
-    """The column values :func:`archiver.catalogue.warcs.artifact_from_ref` gives the same record, without
-    building an ORM object (a tenth of the cost; a capture run inserts several per page). A test holds the two
-    equal."""
-    return {
-        "capture_id": capture_id,
-        "role": role,
-        "record_type": ref.record_type,
-        "record_id": ref.record_id,
-        "target_uri": ref.target_uri,
-        "media_type": media_type,
-        "size": ref.payload_length,
-        "payload_sha256": ref.payload_digest.hex if with_payload_digest and ref.payload_digest else None,
-        "block_sha256": ref.block_digest.hex,
-        "warc_file_id": warc_file_id,
-        "offset": ref.offset,
-        "length": ref.length,
-        "record_date": ref.date,
-    }
 
 
 def column_values(row: Base) -> dict[str, Any]:

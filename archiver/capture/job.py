@@ -34,7 +34,7 @@ from archiver import SOFTWARE, __version__, custody, keys
 from archiver.archive import Archive
 from archiver.capture.browser import BrowserCapturer
 from archiver.capture.citations import extract_citations
-from archiver.capture.committer import Batch, GroupCommitter, Pending, artifact_values, column_values
+from archiver.capture.committer import Batch, GroupCommitter, Pending, column_values
 from archiver.capture.fetch import Fetcher, FetchSettings, Outcome, exchange_records
 from archiver.capture.gate import HostGate, HostQueue
 from archiver.capture.media import MediaCapturer, MediaSettings, media_candidate
@@ -52,7 +52,7 @@ from archiver.catalogue import store as st
 from archiver.catalogue.integrity_models import Receipt
 from archiver.catalogue.models import Artifact, Capture, MediaItem, Source, WarcFile, incident_sources
 from archiver.catalogue.store import SourceRequest, Store
-from archiver.catalogue.warcs import record_closed_warc
+from archiver.catalogue.warcs import artifact_values, record_closed_warc
 from archiver.distributed.liveness import worker_alive
 from archiver.errors import ArchiverError
 from archiver.integrity import receipts

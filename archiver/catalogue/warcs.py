@@ -7,6 +7,7 @@ Artifact row always says exactly what its :class:`RecordRef` says, and every clo
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,6 +16,34 @@ from archiver import custody
 from archiver.catalogue.models import Artifact, WarcFile
 from archiver.clock import Clock
 from archiver.warc.records import RecordRef
+
+
+def artifact_values(
+    ref: RecordRef,
+    *,
+    capture_id: int,
+    role: str,
+    warc_file_id: int,
+    media_type: str | None = None,
+    with_payload_digest: bool = True,
+) -> dict[str, Any]:
+    """The Artifact columns of one stored record: the one place they are derived from a :class:`RecordRef`.
+    Plain values, so a capture run can bulk-insert them without building ORM objects."""
+    return {
+        "capture_id": capture_id,
+        "role": role,
+        "record_type": ref.record_type,
+        "record_id": ref.record_id,
+        "target_uri": ref.target_uri,
+        "media_type": media_type,
+        "size": ref.payload_length,
+        "payload_sha256": ref.payload_digest.hex if with_payload_digest and ref.payload_digest else None,
+        "block_sha256": ref.block_digest.hex,
+        "warc_file_id": warc_file_id,
+        "offset": ref.offset,
+        "length": ref.length,
+        "record_date": ref.date,
+    }
 
 
 def artifact_from_ref(
@@ -27,19 +56,14 @@ def artifact_from_ref(
     with_payload_digest: bool = True,
 ) -> Artifact:
     return Artifact(
-        capture_id=capture_id,
-        role=role,
-        record_type=ref.record_type,
-        record_id=ref.record_id,
-        target_uri=ref.target_uri,
-        media_type=media_type,
-        size=ref.payload_length,
-        payload_sha256=ref.payload_digest.hex if with_payload_digest and ref.payload_digest else None,
-        block_sha256=ref.block_digest.hex,
-        warc_file_id=warc_file_id,
-        offset=ref.offset,
-        length=ref.length,
-        record_date=ref.date,
+        **artifact_values(
+            ref,
+            capture_id=capture_id,
+            role=role,
+            warc_file_id=warc_file_id,
+            media_type=media_type,
+            with_payload_digest=with_payload_digest,
+        )
     )
 
 
