@@ -544,6 +544,11 @@ BROWSER_OPTION = click.option(
     help="local: capture in this process; celery: enqueue for 'archiver worker' processes (docs/scale.md).",
 )
 @click.option("--wait/--no-wait", default=True, help="celery: wait for the workers to finish the run (default).")
+@click.option(
+    "--processes",
+    type=click.IntRange(0, 64),
+    help="local: capture processes, 0 for one per core (settings: network.processes; docs/scale.md).",
+)
 @BROWSER_OPTION
 @JSON_OPTION
 @pass_app
@@ -554,6 +559,7 @@ def run_command(
     follow_citations: bool | None,
     executor: str,
     wait: bool,
+    processes: int | None,
     browser: bool | None,
     as_json: bool,
 ) -> None:
@@ -574,6 +580,7 @@ def run_command(
         executor=executor,
         wait=wait,
         browser=browser,
+        processes=processes,
     )
     if bar is not None:
         with bar:

@@ -39,10 +39,17 @@ class FixedClock:
 class IdGenerator(Protocol):
     def uuid(self) -> uuid.UUID: ...
 
+    def for_process(self, n: int) -> IdGenerator:
+        """The generator for capture process ``n`` (1, 2, ...) forked from this one: its ids never meet ours."""
+        ...
+
 
 class RandomIds:
     def uuid(self) -> uuid.UUID:
-        return uuid.uuid4()
+        return uuid.uuid4()  # os.urandom: a forked process draws its own
+
+    def for_process(self, n: int) -> IdGenerator:
+        return self
 
 
 @dataclass
@@ -53,6 +60,10 @@ class SequentialIds:
 
     def uuid(self) -> uuid.UUID:
         return uuid.UUID(int=next(self._n))
+
+    def for_process(self, n: int) -> IdGenerator:
+        """A copy forked with the process would repeat this one's ids: each process counts in its own range."""
+        return SequentialIds(itertools.count((n << 96) + 1))
 
 
 def utc_iso(dt: datetime) -> str:

@@ -50,6 +50,9 @@ retries = 3
 workers = 8
 per_host = 2
 per_host_delay = 0.1
+# Capture processes for archiver run: 0 is one per core (at most 4, and at least 25 pending sources each).
+# A host's sources always stay in one process; the workers are shared out among the processes.
+processes = 0
 
 # Credentials for one domain and its subdomains: sent only there (checked on every redirect hop), used by web and
 # media capture alike, and stored as [redacted] in the WARC.
@@ -94,6 +97,7 @@ class NetworkSettings:
     workers: int = 8
     per_host: int = 2
     per_host_delay: float = 0.1
+    processes: int = 0  # archiver run's capture processes; 0: automatic (archiver.capture.shards)
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,7 @@ _NETWORK_TYPES: dict[str, type] = {
     "workers": int,
     "per_host": int,
     "per_host_delay": float,
+    "processes": int,
 }
 
 

@@ -18,8 +18,13 @@ from filelock import FileLock, Timeout
 from archiver import keys, recheck_due
 from archiver.archive import Archive
 from archiver.capture.job import CaptureJob, ProgressCallback, RunSummary
+from archiver.capture.shards import ShardOptions, run_sharded
 from archiver.errors import LockedError
 from archiver.integrity import batches
+
+
+def _quiet(_kind: str, _data: object) -> None:
+    return None
 
 
 @contextmanager
@@ -109,6 +114,7 @@ class RunOptions:
     executor: str = "local"  # local: a thread pool in this process; celery: workers (archiver.distributed)
     wait: bool = True  # celery: wait for the workers to finish the run (False: enqueue and exit, for cron)
     browser: bool | None = None  # None: [browser] settings decide per source; True: every source; False: none
+    processes: int | None = None  # local: capture processes (None: settings, 0: one per core; capture.shards)
 
 
 def run(archive: Archive, options: RunOptions, progress: ProgressCallback | None = None) -> RunSummary:
@@ -119,15 +125,17 @@ def run(archive: Archive, options: RunOptions, progress: ProgressCallback | None
         return run_distributed(archive, options, progress)
     archive.ensure_ready()
     with run_lock(archive.settings.root), run_log(archive.settings.root) as log:
-        log.info("run started (workers=%s, max_time=%s)", options.workers, options.max_time)
-        job = CaptureJob(
-            archive,
-            workers=options.workers,
-            progress=progress,
+        net = archive.settings.network
+        shard = ShardOptions(
+            processes=net.processes if options.processes is None else options.processes,
+            workers=options.workers or net.workers,
             follow_citations=options.follow_citations,
             browser=options.browser,
         )
-        summary = job.run(max_time=options.max_time)
+        log.info(
+            "run started (workers=%s, processes=%s, max_time=%s)", shard.workers, shard.processes, options.max_time
+        )
+        summary = run_sharded(archive, shard, progress or _quiet, max_time=options.max_time)
         _log_summary(log, summary)
         # Then re-check the captured sources that are due, within what --max-time leaves (docs/rechecks.md).
         left = None if options.max_time is None else options.max_time - summary.seconds

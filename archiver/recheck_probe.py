@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import lxml.html
-import trafilatura
 from lxml import etree
 
 from archiver.capture.fetch import Exchange, Fetcher, FetchSettings, Outcome
 from archiver.capture.media import REMOVED, PlatformIdentity, classify_failure, plan_for
+from archiver.capture.media_env import Workdir, check_ffmpeg, load_cookies
 from archiver.capture.web import DECODE_LIMIT, HTML_TYPES, WebCapturer, charset, decoded_body, media_type
-from archiver.capture.ytdlp_transport import ExchangeLog, Workdir, check_ffmpeg, load_cookies, run_ytdlp
 from archiver.clock import Clock, IdGenerator
 from archiver.warc.block import block_from_bytes
 
@@ -58,6 +57,8 @@ def page_text(body: bytes, encoding: str | None, mtype: str) -> PageText:
     """The normalised main text of an HTML body and its SHA-256 (the comparison rule in the module doc)."""
     if mtype not in HTML_TYPES or not body or len(body) >= DECODE_LIMIT:
         return PageText(None, None)
+    import trafilatura  # imported by the first page that needs it: 0.06 s at start otherwise
+
     html = body.decode(_codec(encoding), "replace")
     text = trafilatura.extract(html, include_comments=False, include_tables=True, deduplicate=False) or ""
     method = "trafilatura"
@@ -234,6 +235,8 @@ class MediaProber:
         self.fetcher.close()
 
     def probe(self, url: str) -> MediaProbe:
+        from archiver.capture.ytdlp_transport import ExchangeLog, run_ytdlp
+
         plan = plan_for(url)
         log = ExchangeLog()
         tried: list[dict[str, str]] = []

@@ -42,9 +42,11 @@ class Measured:
     wall_s: float
     user_s: float
     sys_s: float
-    max_rss: int  # bytes; Linux reports ru_maxrss in KiB
+    max_rss: int  # bytes; Linux reports ru_maxrss in KiB; the largest single process of the tree
     stdout: str
     stderr: str
+    tree_rss: int = 0  # bytes: the largest sum of VmRSS over the process and its descendants (sampled)
+    tree_pss: int = 0  # bytes: the same for PSS (shared pages counted once, split among their users)
 
     def check(self) -> Measured:
         if self.returncode != 0:
@@ -60,9 +62,12 @@ def run_measured(argv: Sequence[str], *, env: dict[str, str] | None = None, time
         killer = threading.Timer(timeout, proc.kill) if timeout else None
         if killer is not None:
             killer.start()
+        sampler = TreeMemory(proc.pid)
+        sampler.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
+            sampler.stop()
             if killer is not None:
                 killer.cancel()
         wall = time.perf_counter() - started
@@ -78,7 +83,63 @@ def run_measured(argv: Sequence[str], *, env: dict[str, str] | None = None, time
             max_rss=usage.ru_maxrss * 1024,
             stdout=out.read().decode("utf-8", "replace"),
             stderr=err.read().decode("utf-8", "replace"),
+            tree_rss=max(sampler.peak_rss, usage.ru_maxrss * 1024),
+            tree_pss=sampler.peak_pss,
         )
+
+
+class TreeMemory(threading.Thread):
+    """Samples the memory of a process and all its descendants every ``interval`` s (``/proc``).
+
+    ``wait4``'s ``ru_maxrss`` is the high-water mark of the largest single process, which says nothing of a
+    parent and its children working at once; this sums them. Sampling can miss a short peak between samples.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_rss = self.peak_pss = 0
+        self._done = threading.Event()
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+    def run(self) -> None:
+        while not self._done.wait(self.interval):
+            rss = pss = 0
+            for pid in self._tree():
+                rss += _proc_kib(f"/proc/{pid}/status", "VmRSS:")
+                pss += _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss * 1024), max(self.peak_pss, pss * 1024)
+
+    def _tree(self) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", "rb") as f:
+                        ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry))
+        found, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+
+def _proc_kib(path: str, key: str) -> int:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def tree_size(path: Path) -> int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 
 from archiver.archive import Archive
+from archiver.catalogue import db
+from archiver.catalogue.db import Catalogue
 from archiver.catalogue.models import Incident
 from archiver.errors import CatalogueError
 from archiver.manifest import parse_text
@@ -50,3 +53,24 @@ def test_postgresql_reader_refuses_writes(archive: Archive) -> None:
         pytest.skip("SQLite has no read-only transactions; the session is rolled back instead")
     with pytest.raises(CatalogueError), archive.reading() as reader:
         reader.execute(text("CREATE TABLE should_not_exist (x int)"))
+
+
+def test_schema_check_expects_the_newest_migration(sqlite_archive: Archive) -> None:
+    # check_schema compares against a constant so that a start need not load Alembic: it must name the head.
+    assert db.head_revision() == db.HEAD_REVISION
+    assert db.current_revision(sqlite_archive.catalogue.engine) == db.HEAD_REVISION
+    sqlite_archive.catalogue.check()
+    with sqlite_archive.session() as s:
+        s.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    with pytest.raises(CatalogueError, match="schema is at 0004, this version needs 0005"):
+        sqlite_archive.catalogue.check()
+
+
+def test_schema_check_on_an_empty_database(tmp_path: Path) -> None:
+    cat = Catalogue(f"sqlite:///{tmp_path / 'empty.sqlite'}")
+    try:
+        assert db.current_revision(cat.engine) is None
+        with pytest.raises(CatalogueError, match="has no schema"):
+            cat.check()
+    finally:
+        cat.dispose()

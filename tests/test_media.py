@@ -31,7 +31,7 @@ from archiver.capture.media import (
     plan_for,
     sweep_temp,
 )
-from archiver.capture.ytdlp_transport import Workdir, check_ffmpeg
+from archiver.capture.media_env import Workdir, check_ffmpeg
 from archiver.clock import RandomIds, SystemClock
 from archiver.errors import ToolMissingError
 from archiver.warc.writer import WarcSink

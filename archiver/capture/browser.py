@@ -31,16 +31,17 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from archiver.capture import browser_page as behave
 from archiver.capture.browser_records import Rendered, RoledSpec, local_specs, traffic_specs
 from archiver.capture.browser_settings import BrowserSettings
-from archiver.capture.browser_traffic import Interceptor, wait_idle
 from archiver.capture.fetch import Fetcher, FetchSettings
 from archiver.capture.gate import HostGate
 from archiver.capture.httpwire import one_line
 from archiver.clock import Clock, IdGenerator
+
+if TYPE_CHECKING:  # the page behaviours (Pillow) and the interceptor load with the first render
+    from archiver.capture.browser_traffic import Interceptor
 
 DEAD_PROXY = "127.0.0.1:1"  # nothing listens on tcpmux: an unintercepted request fails at once
 IDLE_QUIET = 0.5  # seconds without requests that count as network idle (Playwright's networkidle uses 500 ms)
@@ -197,6 +198,8 @@ class BrowserCapturer:
         return self._result(rendered, new_id)
 
     def _result(self, rendered: Rendered, new_id: Callable[[], str]) -> BrowserCapture:
+        from archiver.capture import browser_page as behave
+
         traffic, page_id = traffic_specs(rendered, new_id)
         error = rendered.error
         if error is None and (rendered.http_status or 0) >= 400:
@@ -281,6 +284,8 @@ class BrowserCapturer:
         except Exception as exc:  # noqa: BLE001 - Chromium would not start: this capture fails, the run goes on
             rendered.error = one_line(f"Chromium did not start: {exc}")
             return
+        from archiver.capture.browser_traffic import Interceptor
+
         interceptor = Interceptor(slot.cdp, self._fetcher, self._media_fetcher, self.gate, self._executor)
         slot.current = interceptor
         healthy = False
@@ -299,6 +304,9 @@ class BrowserCapturer:
             self._release(slot, healthy and slot.browser.is_connected())
 
     async def _render(self, slot: _Slot, url: str, interceptor: Interceptor, rendered: Rendered) -> None:
+        from archiver.capture import browser_page as behave
+        from archiver.capture.browser_traffic import wait_idle
+
         s = self.settings
         context = await slot.browser.new_context(
             viewport={"width": s.viewport_width, "height": s.viewport_height},

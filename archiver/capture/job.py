@@ -38,6 +38,7 @@ from archiver.capture.committer import Batch, GroupCommitter, Pending, column_va
 from archiver.capture.fetch import Fetcher, FetchSettings, Outcome, exchange_records
 from archiver.capture.gate import HostGate, HostQueue
 from archiver.capture.media import MediaCapturer, MediaSettings, media_candidate
+from archiver.capture.media_env import check_ffmpeg, sweep_temp
 from archiver.capture.web import (
     HTML_TYPES,
     PageCapture,
@@ -47,7 +48,6 @@ from archiver.capture.web import (
     decoded_body,
     media_type,
 )
-from archiver.capture.ytdlp_transport import check_ffmpeg, sweep_temp
 from archiver.catalogue import store as st
 from archiver.catalogue.integrity_models import Receipt
 from archiver.catalogue.models import Artifact, Capture, MediaItem, Source, WarcFile, incident_sources
@@ -149,6 +149,7 @@ class CaptureJob:
         media_settings: MediaSettings | None = None,
         browser: bool | None = False,
         worker: str | None = None,
+        file_tag: str | None = None,
     ) -> None:
         self.archive = archive
         # A distributed worker's identity (archiver.distributed.liveness): recorded on its captures, so that
@@ -214,8 +215,12 @@ class CaptureJob:
                 **(self.browser.warcinfo() if self.browser is not None else {}),
             },
             on_close=self._on_close,
-            process=str(os.getpid()) if worker is not None else None,
+            # A process among several writing into the directory (a distributed worker, or a capture process of
+            # archiver.capture.shards) names its files with its pid.
+            process=file_tag or (str(os.getpid()) if worker is not None else None),
         )
+        self.submitted: set[int] = set()  # the sources run() has started (whatever became of them)
+        self._stop = threading.Event()
 
     # -- recovery --------------------------------------------------------------------------------------------
 
@@ -304,13 +309,30 @@ class CaptureJob:
 
     # -- the run ---------------------------------------------------------------------------------------------
 
-    def run(self, source_ids: Iterable[int] | None = None, *, max_time: float | None = None) -> RunSummary:
+    def stop(self) -> None:
+        """Start no more captures (thread- and signal-safe); what is running finishes and is committed."""
+        self._stop.set()
+
+    def run(
+        self,
+        source_ids: Iterable[int] | None = None,
+        *,
+        max_time: float | None = None,
+        recover: bool = True,
+        owns: Callable[[str], bool] | None = None,
+    ) -> RunSummary:
+        """Capture the sources (default: every pending one) and what they cite.
+
+        ``recover=False`` when the caller already repaired what a crash left (archiver.capture.shards);
+        ``owns(host)`` limits the cited sources captured here to hosts this job owns (the rest stay pending).
+        """
         started = time.monotonic()
-        deadline = started + max_time if max_time else None
-        self.recover()
+        deadline = started + max_time if max_time is not None else None
+        if recover:
+            self.recover()
         queue = list(source_ids) if source_ids is not None else self.pending_sources()
         self.progress("start", len(queue))
-        submitted: set[int] = set()
+        submitted = self.submitted
         # Host-aware dispatch: a source starts only when its host has a free slot (HostGate's per_host), so no
         # worker sleeps on a busy site while another site's sources wait behind it.
         waiting: HostQueue[int] = HostQueue(self.gate.per_host)
@@ -324,7 +346,7 @@ class CaptureJob:
                 def fill() -> None:
                     """Keep a bounded window in flight, so --max-time can stop what has not started."""
                     while waiting and len(running) < 2 * self.workers:
-                        if deadline is not None and time.monotonic() > deadline:
+                        if self._stop.is_set() or (deadline is not None and time.monotonic() > deadline):
                             self._summary.stopped_early = True
                             waiting.clear()  # still pending in the catalogue: the next run takes them
                             return
@@ -353,7 +375,8 @@ class CaptureJob:
                         for new_id in new_ids:
                             self.progress("discovered", new_id)
                         for new_id, new_host in self._hosts(new_ids):
-                            waiting.add(new_host, new_id)
+                            if owns is None or owns(new_host):
+                                waiting.add(new_host, new_id)
                     fill()
         finally:
             self.sink.close()

@@ -26,30 +26,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin
 
 from archiver.capture import httpwire
 from archiver.capture.fetch import REDIRECT_STATUSES, Exchange, Fetcher, FetchSettings, exchange_records
-from archiver.capture.web import HTML_TYPES, decoded_body, media_type
-from archiver.capture.ytdlp_transport import (
-    ExchangeLog,
-    Served,
+from archiver.capture.media_env import (
     Workdir,
-    YtdlpRun,
     check_ffmpeg,
     file_block,
     file_sha256,
     load_cookies,
-    run_ytdlp,
     sweep_temp,
     ytdlp_version,
 )
+from archiver.capture.web import HTML_TYPES, decoded_body, media_type
 from archiver.clock import Clock, IdGenerator
 from archiver.errors import CaptureError, UrlError
 from archiver.urls import identify, kind_of_path, telegram_embed_url
 from archiver.warc.block import Block, block_from_bytes
 from archiver.warc.records import CONVERSION, METADATA, RESOURCE, RESPONSE, RecordSpec
+
+if TYPE_CHECKING:  # yt-dlp is imported when a media capture runs, not when a job that may need one starts
+    from archiver.capture.ytdlp_transport import ExchangeLog, Served, YtdlpRun
 
 __all__ = [
     "Attempt",
@@ -432,6 +431,8 @@ class MediaCapturer:
         self.fetcher.close()
 
     def capture(self, url: str) -> MediaResult:
+        from archiver.capture.ytdlp_transport import ExchangeLog, run_ytdlp
+
         plan = plan_for(url)
         log = ExchangeLog()
         attempts = list(plan.attempts)

@@ -1,8 +1,13 @@
-"""A small static site on 127.0.0.1 for capture tests: paths map to (content type, body); everything else is 404."""
+"""A small static site on 127.0.0.1 for capture tests: paths map to (content type, body); everything else is 404.
+
+A path may answer after a delay (``add(..., delay=s)``), slept in the handler's own thread: a capture that is
+still waiting on it can be interrupted or killed by a test.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,6 +18,7 @@ class Site:
     def __init__(self) -> None:
         self.pages: dict[str, tuple[str, bytes]] = {}
         self.hits: dict[str, int] = {}
+        self.delays: dict[str, float] = {}
         site = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -21,6 +27,8 @@ class Site:
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 site.hits[path] = site.hits.get(path, 0) + 1
+                if site.delays.get(path):
+                    time.sleep(site.delays[path])
                 if path not in site.pages:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
@@ -48,8 +56,9 @@ class Site:
     def url(self, path: str) -> str:
         return self.base + path
 
-    def add(self, path: str, body: bytes | str, ctype: str = "text/html; charset=utf-8") -> str:
+    def add(self, path: str, body: bytes | str, ctype: str = "text/html; charset=utf-8", *, delay: float = 0) -> str:
         self.pages[path] = (ctype, body.encode("utf-8") if isinstance(body, str) else body)
+        self.delays[path] = delay
         return self.url(path)
 
     def close(self) -> None:

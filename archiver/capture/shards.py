@@ -1,0 +1,339 @@
+"""``archiver run`` on several cores: the sources spread over capture processes, one per core.
+
+One process cannot go faster than its interpreter: a captured page costs 10-15 ms of Python time (requests,
+WARC records, digests, the catalogue's rows and custody events), and under the GIL that caps a process at
+70-100 pages/s whatever its thread count (bench/README.md). So the run is split by host:
+
+- The parent repairs what a crash left (:meth:`CaptureJob.recover`), chooses the pending sources, deals their
+  hosts out to ``n`` processes (every source of a host goes to the same process, so ``per_host`` holds exactly),
+  closes its catalogue connections and forks. A child shares nothing with the parent but the run lock's file
+  description (held until the parent exits) and the pipe it reports on.
+- Each child runs a :class:`CaptureJob` over its share with its part of the worker threads, its own WARC files
+  (named with its pid, ``flock``-held as the distributed workers' are) and its own group commit. SQLite
+  serialises the processes' transactions (``BEGIN IMMEDIATE`` and the busy timeout), and each transaction reads
+  the custody chain's head under that lock, so the chain stays one chain.
+- A report's citations on a host the child owns are captured by it; the rest are left pending and taken by the
+  next round, which the parent starts for the pending sources this run has not tried yet.
+
+Crash safety is the single process's: children die with the parent (``PR_SET_PDEATHSIG``), and the next run
+repairs every ``.open`` file and marks unfinished captures interrupted. A child that dies alone is noticed at
+the end of the round: its file is repaired and its captures marked interrupted at once, and its sources are
+retried by the next run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from archiver.archive import Archive
+from archiver.capture.job import CaptureJob, ProgressCallback, RunSummary
+from archiver.capture.media_env import check_ffmpeg
+from archiver.errors import ArchiverError
+
+MIN_SOURCES_PER_PROCESS = 25  # fewer than this per process and forking costs more than it saves
+MAX_AUTO_PROCESSES = 4
+MAX_ROUNDS = 4  # the first round, then citations found on hosts another process owned (depth 1), with slack
+PR_SET_PDEATHSIG = 1
+_numbers = itertools.count(1)  # capture processes forked by this process
+
+
+def processes_for(setting: int, sources: int, hosts: int, workers: int) -> int:
+    """How many capture processes a run of ``sources`` on ``hosts`` hosts uses. ``setting``: 0 is automatic
+    (one per core, at most 4, and at least 25 sources each); otherwise that many, never more than there are
+    hosts or workers."""
+    if setting > 0:
+        wanted = setting
+    else:
+        wanted = min(os.cpu_count() or 1, MAX_AUTO_PROCESSES, sources // MIN_SOURCES_PER_PROCESS)
+    return max(1, min(wanted, hosts, workers))
+
+
+def deal(hosts: list[tuple[int, str]], n: int) -> list[tuple[list[int], set[str]]]:
+    """Each process's sources (in the given order) and hosts: hosts go, busiest first, to the process with the
+    fewest sources so far, so a site cited a hundred times does not share a process with others."""
+    by_host: dict[str, list[int]] = {}
+    for sid, host in hosts:
+        by_host.setdefault(host, []).append(sid)
+    shares: list[tuple[list[int], set[str]]] = [([], set()) for _ in range(n)]
+    for host in sorted(by_host, key=lambda h: (-len(by_host[h]), h)):
+        ids, owned = min(shares, key=lambda share: len(share[0]))
+        ids.extend(by_host[host])
+        owned.add(host)
+    order = {sid: i for i, (sid, _) in enumerate(hosts)}
+    for ids, _ in shares:
+        ids.sort(key=order.__getitem__)
+    return shares
+
+
+@dataclass
+class _Child:
+    process: Any
+    conn: Connection
+    sources: list[int]
+    summary: RunSummary | None = None
+    tried: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    processes: int
+    workers: int
+    follow_citations: bool | None
+    browser: bool | None
+
+
+def run_sharded(
+    archive: Archive,
+    options: ShardOptions,
+    progress: ProgressCallback,
+    *,
+    max_time: float | None,
+    job_factory: Callable[..., CaptureJob] = CaptureJob,
+) -> RunSummary:
+    """Capture every pending source over ``options.processes`` processes (see the module docstring)."""
+    started = time.monotonic()
+    deadline = None if max_time is None else started + max_time
+    check_ffmpeg()  # as a single process would: refuse to start, rather than have every child refuse
+    keeper = job_factory(archive, workers=1, media=False, browser=False)
+    try:
+        total = keeper.recover()
+        queue = keeper.pending_sources()
+        pairs = keeper._hosts(queue)
+    finally:
+        keeper.close()
+    progress("start", len(queue))
+    tried: set[int] = set()
+    for _ in range(MAX_ROUNDS):
+        if not pairs:
+            break
+        n = processes_for(options.processes, len(pairs), len({h for _, h in pairs}), options.workers)
+        if n == 1:  # a small run: in this process, as it always was
+            _merge(total, _run_here(archive, options, [sid for sid, _ in pairs], deadline, progress, job_factory))
+            break  # one job captures what its sources cite itself: nothing is left for another round
+        children, interrupted = _round(archive, options, deal(pairs, n), deadline, progress, job_factory, total, tried)
+        died = [c for c in children if c.summary is None]
+        for c in children:
+            tried.update(c.sources if c.summary is None else c.tried)
+            if c.summary is not None:
+                _merge(total, c.summary)
+        if died:
+            for c in died:
+                code = c.process.exitcode
+                how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+                total.warnings.append(
+                    f"capture process {c.process.pid} ended with {how}; its unfinished captures are marked "
+                    "interrupted and are retried by the next run"
+                )
+                progress("warning", total.warnings[-1])
+            after = job_factory(archive, workers=1, media=False, browser=False)
+            try:
+                again = after.recover()
+            finally:
+                after.close()
+            total.repaired.extend(again.repaired)
+            total.interrupted += again.interrupted
+        if interrupted:
+            raise KeyboardInterrupt
+        keeper = job_factory(archive, workers=1, media=False, browser=False)
+        try:
+            pairs = keeper._hosts([sid for sid in keeper.pending_sources() if sid not in tried])
+        finally:
+            keeper.close()
+        if pairs and (total.stopped_early or (deadline is not None and time.monotonic() > deadline)):
+            total.stopped_early = True  # still pending in the catalogue: the next run takes them
+            break
+    total.seconds = time.monotonic() - started
+    return total
+
+
+def _run_here(
+    archive: Archive,
+    options: ShardOptions,
+    ids: list[int],
+    deadline: float | None,
+    progress: ProgressCallback,
+    job_factory: Callable[..., CaptureJob],
+) -> RunSummary:
+    job = job_factory(
+        archive,
+        workers=options.workers,
+        progress=lambda kind, data: None if kind == "start" else progress(kind, data),
+        follow_citations=options.follow_citations,
+        browser=options.browser,
+    )
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    return job.run(ids, max_time=left, recover=False)
+
+
+def _round(
+    archive: Archive,
+    options: ShardOptions,
+    shares: list[tuple[list[int], set[str]]],
+    deadline: float | None,
+    progress: ProgressCallback,
+    job_factory: Callable[..., CaptureJob],
+    total: RunSummary,
+    tried: set[int],
+) -> tuple[list[_Child], bool]:
+    """The first share is captured here, the others each in a child; returns the children and whether Ctrl-C
+    interrupted the round."""
+    n = len(shares)
+    workers = [options.workers // n + (1 if i < options.workers % n else 0) for i in range(n)]
+    children = _start(archive, options, shares[1:], workers[1:], deadline, job_factory)
+    relay = threading.Thread(target=_collect, args=(children, progress), name="capture-relay", daemon=True)
+    relay.start()
+    ids, owned = shares[0]
+    interrupted = False
+    try:
+        job = job_factory(
+            archive,
+            workers=max(1, workers[0]),
+            progress=lambda kind, data: None if kind == "start" else progress(kind, data),
+            follow_citations=options.follow_citations,
+            browser=options.browser,
+            file_tag=str(os.getpid()),
+        )
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            _merge(total, job.run(ids, max_time=left, recover=False, owns=lambda host: host in owned))
+        finally:
+            tried.update(job.submitted)
+    except KeyboardInterrupt:
+        interrupted = True  # what was running here has finished; the children finish theirs and stop
+        for c in children:
+            if c.process.is_alive():
+                os.kill(c.process.pid, signal.SIGTERM)
+    finally:
+        relay.join()
+    return children, interrupted
+
+
+def _start(
+    archive: Archive,
+    options: ShardOptions,
+    shares: list[tuple[list[int], set[str]]],
+    workers: list[int],
+    deadline: float | None,
+    job_factory: Callable[..., CaptureJob],
+) -> list[_Child]:
+    # No connection may cross the fork (SQLite's and libpq's state is per process): the children open their own,
+    # and this process's pool reconnects when it is next used.
+    archive.catalogue.dispose()
+    ctx = multiprocessing.get_context("fork")
+    children = []
+    for i, (ids, owned) in enumerate(shares):
+        number = next(_numbers)  # never the same twice in this process, whatever the round (ids.for_process)
+        parent_end, child_end = ctx.Pipe(duplex=False)
+        proc = ctx.Process(
+            target=_child_main,
+            args=(
+                archive,
+                options,
+                ids,
+                owned,
+                max(1, workers[i]),
+                deadline,
+                child_end,
+                job_factory,
+                os.getpid(),
+                number,
+            ),
+            name=f"capture-{number}",
+            daemon=False,
+        )
+        proc.start()
+        child_end.close()
+        children.append(_Child(proc, parent_end, ids))
+    return children
+
+
+def _collect(children: list[_Child], progress: ProgressCallback) -> None:
+    """Relay the children's progress until every child has ended (a thread of the parent)."""
+    live = {c.conn: c for c in children}
+    while live:
+        for conn in wait(list(live)):
+            child = live[conn]  # type: ignore[index]
+            try:
+                kind, data = child.conn.recv()
+            except (EOFError, OSError):
+                child.process.join()
+                del live[conn]  # type: ignore[arg-type]
+                continue
+            if kind == "done":
+                child.summary, child.tried = data
+            elif kind != "start":  # the parent announced the whole run's count
+                progress(kind, data)
+
+
+def _merge(total: RunSummary, part: RunSummary) -> None:
+    total.captures.extend(part.captures)
+    total.closed_warcs.extend(part.closed_warcs)
+    total.warnings.extend(w for w in part.warnings if w not in total.warnings)
+    total.stopped_early = total.stopped_early or part.stopped_early
+
+
+def _child_main(
+    archive: Archive,
+    options: ShardOptions,
+    ids: list[int],
+    owned: set[str],
+    workers: int,
+    deadline: float | None,
+    conn: Connection,
+    job_factory: Callable[..., CaptureJob],
+    parent: int,
+    number: int,
+) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    mine = Archive(archive.settings, clock=archive.clock, ids=archive.ids.for_process(number))
+
+    def send(kind: str, data: Any) -> None:
+        conn.send((kind, data))
+
+    job = None
+    try:
+        job = job_factory(
+            mine,
+            workers=workers,
+            progress=send,
+            follow_citations=options.follow_citations,
+            browser=options.browser,
+            file_tag=str(os.getpid()),
+        )
+        signal.signal(signal.SIGTERM, lambda _sig, _frame: job.stop() if job is not None else None)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        summary = job.run(ids, max_time=left, recover=False, owns=lambda host: host in owned)
+        conn.send(("done", (summary, sorted(job.submitted))))
+    except ArchiverError as exc:
+        conn.send(("error", exc.message))
+        raise SystemExit(2) from None
+    finally:
+        mine.close()
+        conn.close()
+        sys.stdout.flush()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel sends SIGKILL to this process when its parent dies (kill -9 of ``archiver run``)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the call: nobody would collect this process's work
+        os._exit(1)
+
+
+__all__ = ["ShardOptions", "deal", "processes_for", "run_sharded"]

@@ -1,0 +1,222 @@
+"""``archiver run`` over several capture processes (archiver.capture.shards): same result as one process, hosts
+kept in one process each, a process killed alone or with its parent leaves a catalogue the next run completes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from archiver import jobs
+from archiver.archive import Archive
+from archiver.capture.shards import deal, processes_for
+from archiver.catalogue.models import Capture, Source, WarcFile
+from archiver.catalogue.store import SourceRequest
+from archiver.config import load_settings
+from archiver.manifest import parse_text
+from tests.conftest import TEST_TODAY
+from tests.support.site import Site
+from tests.test_capture_job import (
+    MANIFEST,
+    PNG,
+    REPORT,
+    _assert_catalogue_matches_warcs,
+    _assert_catalogue_matches_warcs_allow_repaired,
+)
+
+INCIDENT = "test-hospital-2017-03-25"
+
+
+@pytest.fixture
+def sites() -> Iterator[list[Site]]:
+    """Three sites: three hosts (one port each) as far as the per-host limits and the dealing are concerned."""
+    made = [Site() for _ in range(3)]
+    yield made
+    for s in made:
+        s.close()
+
+
+def test_deal_keeps_each_host_in_one_process_and_balances() -> None:
+    pairs = [(i, "big:80") for i in range(10)] + [(100 + i, f"h{i % 4}:80") for i in range(12)]
+    shares = deal(pairs, 3)
+    assert sorted(sid for ids, _ in shares for sid in ids) == sorted(sid for sid, _ in pairs)
+    owners = Counter(host for _, owned in shares for host in owned)
+    assert set(owners) == {"big:80", "h0:80", "h1:80", "h2:80", "h3:80"} and set(owners.values()) == {1}
+    assert sorted(len(ids) for ids, _ in shares) == [6, 6, 10]  # the busy host alone; 4 hosts of 3 in two
+    for ids, owned in shares:
+        assert all(dict(pairs)[sid] in owned for sid in ids)
+        assert ids == sorted(ids, key=[sid for sid, _ in pairs].index)  # each share keeps the given order
+
+
+def test_processes_for() -> None:
+    cores = os.cpu_count() or 1
+    assert processes_for(0, 10, 20, 8) == 1  # too few sources to be worth a fork
+    assert processes_for(0, 1000, 20, 32) == min(cores, 4)
+    assert processes_for(3, 10, 20, 8) == 3  # asked for: even a small run
+    assert processes_for(3, 10, 2, 8) == 2  # never more processes than hosts
+    assert processes_for(6, 1000, 20, 4) == 4  # nor than workers
+
+
+def _load(archive: Archive, sites: list[Site], per_site: int, delay: float = 0) -> tuple[list[str], str, list[str]]:
+    urls = []
+    for k, s in enumerate(sites):
+        s.add("/logo.png", PNG, "image/png")
+        urls += [
+            s.add(
+                f"/p{i}.html", f"<html><body><p>site {k} page {i}</p><img src='/logo.png'></body></html>", delay=delay
+            )
+            for i in range(per_site)
+        ]
+    # A report on the first site cites pages on the others: citations on hosts another process owns.
+    cited = [s.add("/cited.html", "<html><body><p>cited</p></body></html>") for s in sites[1:]]
+    report = REPORT.replace("/footage.html", cited[0]).replace("/statement.html", cited[1])
+    sites[0].add("/style.css", "body { color: black }", "text/css")
+    sites[0].add("/photo.png", PNG, "image/png")
+    report_url = sites[0].add("/report.html", report)
+    with archive.store() as store:
+        store.load(parse_text(MANIFEST.format(report=report_url), "m.yaml", TEST_TODAY))
+        for u in urls:
+            store.add_source(INCIDENT, SourceRequest(url=u))
+    return urls, report_url, cited
+
+
+def test_a_run_over_two_processes_captures_each_source_once(archive: Archive, sites: list[Site]) -> None:
+    urls, report_url, cited = _load(archive, sites, 5)
+    summary = jobs.run(archive, jobs.RunOptions(processes=2, workers=4))
+    assert summary.warnings == []
+    captured = Counter(c.url for c in summary.captures)
+    assert set(captured) == {*urls, report_url, *cited} and set(captured.values()) == {1}
+    assert {c.outcome for c in summary.captures} == {"ok"}
+    for s in sites:
+        assert s.hits["/logo.png"] == 5  # one per page: every capture is self-contained
+    with archive.session() as s:
+        assert {src.status for src in s.scalars(select(Source).where(Source.url.is_not(None)))} == {"captured"}
+        per_source = Counter(c.source_id for c in s.scalars(select(Capture).where(Capture.method == "web")))
+        assert set(per_source.values()) == {1}
+        report = s.scalars(select(Source).where(Source.url == report_url)).one()
+        found = s.scalars(select(Source).where(Source.discovered_from_id == report.id)).all()
+        assert sorted(f.url or "" for f in found) == sorted(cited)
+        # Two processes wrote at once, each into files of its own (named with its pid); the citations on the
+        # other process's hosts were taken by a second round, in processes of their own.
+        tags = {w.name.removesuffix(".warc.gz").rsplit("-", 1)[1] for w in s.scalars(select(WarcFile))}
+        assert len(tags) >= 2 and all(t.isdigit() for t in tags)
+    _assert_catalogue_matches_warcs(archive)
+    assert not multiprocessing.active_children()
+
+
+def test_a_capture_process_killed_alone_is_repaired_and_the_run_goes_on(
+    sqlite_archive: Archive, sites: list[Site]
+) -> None:
+    fast, slow = sites[0], sites[1]
+    fast_urls = [fast.add(f"/f{i}.html", f"<html><body>fast {i}</body></html>") for i in range(6)]
+    # Fewer sources: dealt to the child (the parent keeps the busiest host). Each answers after 2 s.
+    slow_urls = [slow.add(f"/s{i}.html", f"<html><body>slow {i}</body></html>", delay=2.0) for i in range(3)]
+    with sqlite_archive.store() as store:
+        for u in fast_urls + slow_urls:
+            store.ensure_source(SourceRequest(url=u))
+    killed: list[int] = []
+
+    def kill_the_child_mid_capture() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not killed:
+            children = multiprocessing.active_children()
+            if children and any(slow.hits.get(f"/s{i}.html") for i in range(3)):
+                os.kill(children[0].pid, signal.SIGKILL)  # type: ignore[arg-type]
+                killed.append(children[0].pid)  # type: ignore[arg-type]
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_the_child_mid_capture)
+    killer.start()
+    summary = jobs.run(sqlite_archive, jobs.RunOptions(processes=2, workers=4))
+    killer.join()
+    assert killed, "the capture process was never seen working"
+    assert any(f"capture process {killed[0]} ended with signal 9" in w for w in summary.warnings)
+    assert {c.url for c in summary.captures} == set(fast_urls)  # the parent's share is all there
+    assert summary.interrupted >= 1  # the child's captures in flight, found at the end of the round
+    with sqlite_archive.session() as s:
+        assert not s.scalars(select(Capture).where(Capture.outcome == "running")).all()
+        pending = {src.url for src in s.scalars(select(Source).where(Source.status == "pending"))}
+        assert pending == set(slow_urls)
+    assert not list(sqlite_archive.settings.warc_dir.glob("*.open"))
+    for u in slow_urls:
+        slow.delays[u.removeprefix(slow.base)] = 0
+    again = jobs.run(sqlite_archive, jobs.RunOptions(processes=2, workers=4))
+    assert {c.url for c in again.captures} == set(slow_urls) and again.warnings == []
+    with sqlite_archive.session() as s:
+        assert {src.status for src in s.scalars(select(Source))} == {"captured"}
+    _assert_catalogue_matches_warcs_allow_repaired(sqlite_archive)
+
+
+def _orphans(root: Path) -> list[int]:
+    """Processes still running ``archiver --root <root> run`` (capture processes that outlived their parent)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(root).encode() in cmd and b"run" in cmd:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_kill_9_of_a_run_over_two_processes_then_resume(tmp_path: Path, sites: list[Site]) -> None:
+    """A real `archiver run --processes 2` killed repeatedly: no capture process outlives it, and the next run
+    repairs every process's file, resumes and completes."""
+    import random
+
+    root = tmp_path / "storage"
+    cli = [sys.executable, "-m", "archiver", "--root", str(root), "--collector", "kill-test"]
+    subprocess.run([*cli, "init"], check=True, capture_output=True)
+    settings_file = root / "settings.toml"
+    settings_file.write_text(settings_file.read_text().replace("per_host_delay = 0.1", "per_host_delay = 0.0"))
+    arch = Archive(load_settings(root, None, env={}))
+    try:
+        _load(arch, sites, 25, delay=0.1)  # a run takes a few seconds: kills land while it captures
+    finally:
+        arch.close()
+    rng = random.Random(4321)
+    kills = with_child = 0
+    for _ in range(8):
+        proc = subprocess.Popen([*cli, "run", "--processes", "2", "--workers", "4"], stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(1.0, 2.5))
+        if proc.poll() is None:
+            with_child += len(_orphans(root)) > 1  # the run and a capture process it forked
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        for _ in range(100):  # the kernel kills the capture processes with their parent (PR_SET_PDEATHSIG)
+            if not _orphans(root):
+                break
+            time.sleep(0.05)
+        assert _orphans(root) == []
+    final = subprocess.run([*cli, "run", "--processes", "2", "--json"], capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    assert kills >= 3 and with_child >= 2
+    arch = Archive(load_settings(root, None, env={}))
+    try:
+        with arch.session() as s:
+            statuses = {src.status for src in s.scalars(select(Source).where(Source.url.is_not(None)))}
+            assert statuses == {"captured"}
+            assert not s.scalars(select(Capture).where(Capture.outcome == "running")).all()
+            ok = Counter(c.source_id for c in s.scalars(select(Capture).where(Capture.outcome == "ok")))
+            assert set(ok.values()) == {1}  # nothing committed was captured again
+        for w in arch.settings.warc_dir.glob("*.warc.gz"):
+            check = subprocess.run([str(Path(sys.executable).parent / "warcio"), "check", str(w)], capture_output=True)
+            assert check.returncode == 0, check.stdout
+        _assert_catalogue_matches_warcs_allow_repaired(arch)
+    finally:
+        arch.close()
