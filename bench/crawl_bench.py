@@ -303,7 +303,10 @@ def report(
         out["archiver_ideal_requests_per_s"] = round(ideal_requests_per_s(spec, opts, arch), 1)
         ideal = out["archiver_ideal_requests_per_s"]
         out["archiver_efficiency"] = round(arch.requests_per_s / ideal, 3)
+        # RSS summed over processes counts the pages a fork shares once per process; PSS splits them among
+        # their users. Both are reported: the first is the conservative reading of "peak RSS < 200 MB".
         out["archiver_peak_rss_target_met"] = max(r.run.tree_rss for r in archiver_runs) < 200e6
+        out["archiver_peak_pss_target_met"] = max(r.run.tree_pss for r in archiver_runs) < 200e6
         out["archiver_runs_pages_per_s"] = [round(r.pages_per_s, 1) for r in archiver_runs]
     if arch is not None and "wget" in by_name:
         out["speedup_pages_per_s"] = round(arch.pages_per_s / by_name["wget"].pages_per_s, 2)
@@ -329,8 +332,8 @@ def print_report(data: dict[str, Any]) -> None:
     if "archiver_ideal_requests_per_s" in data:
         print(
             f"archiver efficiency: {data['archiver_efficiency']:.1%} of the ideal "
-            f"{data['archiver_ideal_requests_per_s']:.0f} req/s; peak RSS < 200 MB: "
-            f"{data['archiver_peak_rss_target_met']}"
+            f"{data['archiver_ideal_requests_per_s']:.0f} req/s; in every run, peak RSS (sum) < 200 MB: "
+            f"{data['archiver_peak_rss_target_met']}, peak PSS < 200 MB: {data['archiver_peak_pss_target_met']}"
         )
     print(f"load average (1 min) at start and end: {data['load_average_1m_start_end']}")
     if len(data.get("archiver_runs_pages_per_s", [])) > 1:

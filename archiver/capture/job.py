@@ -220,6 +220,7 @@ class CaptureJob:
             process=file_tag or (str(os.getpid()) if worker is not None else None),
         )
         self.submitted: set[int] = set()  # the sources run() has started (whatever became of them)
+        self._facts: dict[int, _SourceFacts] = {}  # read with the run's queue (_hosts), taken by capture_source
         self._stop = threading.Event()
 
     # -- recovery --------------------------------------------------------------------------------------------
@@ -389,16 +390,34 @@ class CaptureJob:
         return self._summary
 
     def _hosts(self, source_ids: list[int]) -> list[tuple[int, str]]:
-        """Each source with the host its capture starts on (as HostGate counts hosts), in the order given."""
+        """Each source with the host its capture starts on (as HostGate counts hosts), in the order given.
+
+        What :meth:`capture_source` needs to know of each source is kept from the same query, so that a
+        capture does not open a session of its own to read it again.
+        """
         if not source_ids:
             return []
         urls: dict[int, str | None] = {}
-        with self.archive.session() as s:
+        with self.archive.reading() as s:
             for i in range(0, len(source_ids), 500):
                 chunk = source_ids[i : i + 500]
-                for sid, url in s.execute(select(Source.id, Source.url).where(Source.id.in_(chunk))):
-                    urls[sid] = url
+                for row in s.execute(select(*_FACT_COLUMNS).where(Source.id.in_(chunk))):
+                    urls[row.id] = row.url
+                    if row.url is not None:
+                        with self._lock:
+                            self._facts[row.id] = _SourceFacts.of(row)
         return [(sid, HostGate.host_of(urls.get(sid) or "")) for sid in source_ids]
+
+    def _source_facts(self, source_id: int) -> _SourceFacts:
+        with self._lock:
+            known = self._facts.pop(source_id, None)
+        if known is not None:
+            return known
+        with self.archive.reading() as s:  # no write lock: the group commit holds it
+            row = s.execute(select(*_FACT_COLUMNS).where(Source.id == source_id)).one_or_none()
+        if row is None or row.url is None:
+            raise ArchiverError(f"source {source_id} has no URL to capture")
+        return _SourceFacts.of(row)
 
     def close(self) -> None:
         """Close the WARC file being written (recorded in the catalogue) and the network clients."""
@@ -437,13 +456,9 @@ class CaptureJob:
 
     def capture_source(self, source_id: int, *, run_id: str | None = None) -> CaptureSummary:
         """Web capture of the source's page, then media capture when the page or platform suggests media."""
-        with self.archive.reading() as s:  # no write lock: the group commit holds it
-            src = s.get(Source, source_id)
-            if src is None or src.url is None:
-                raise ArchiverError(f"source {source_id} has no URL to capture")
-            url, follow, depth = src.url, src.follow_citations, src.depth
-            platform_item = src.platform is not None or src.kind == "video"
-            kind = src.kind
+        facts = self._source_facts(source_id)
+        url, follow, depth, kind = facts.url, facts.follow_citations, facts.depth, facts.kind
+        platform_item = facts.platform is not None or kind == "video"
         if self.follow_override is not None:
             follow = self.follow_override
         ref = identify(url)
@@ -887,6 +902,24 @@ class CaptureJob:
                 cap.source.status,
                 tuple(sorted(set(incidents))),
             )
+
+
+_FACT_COLUMNS = (Source.id, Source.url, Source.follow_citations, Source.depth, Source.platform, Source.kind)
+
+
+@dataclass(frozen=True)
+class _SourceFacts:
+    """What a capture needs to know of its source before it starts."""
+
+    url: str
+    follow_citations: bool
+    depth: int
+    platform: str | None
+    kind: str
+
+    @classmethod
+    def of(cls, row: Any) -> _SourceFacts:
+        return cls(row.url, row.follow_citations, row.depth, row.platform, row.kind)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ retried by the next run.
 from __future__ import annotations
 
 import ctypes
+import gc
 import itertools
 import multiprocessing
 import os
@@ -230,6 +231,9 @@ def _start(
     # No connection may cross the fork (SQLite's and libpq's state is per process): the children open their own,
     # and this process's pool reconnects when it is next used.
     archive.catalogue.dispose()
+    # What exists now is shared with the children page by page until somebody writes to it; the cycle
+    # collector would write to every object it scans. Frozen objects are never scanned (nor collected).
+    gc.freeze()
     ctx = multiprocessing.get_context("fork")
     children = []
     for i, (ids, owned) in enumerate(shares):
