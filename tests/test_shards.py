@@ -19,7 +19,8 @@ from sqlalchemy import select
 
 from archiver import jobs
 from archiver.archive import Archive
-from archiver.capture.shards import deal, processes_for
+from archiver.capture.job import CaptureJob, CaptureSummary
+from archiver.capture.shards import ShardOptions, deal, processes_for, run_sharded
 from archiver.catalogue.models import Capture, Source, WarcFile
 from archiver.catalogue.store import SourceRequest
 from archiver.config import load_settings
@@ -220,3 +221,43 @@ def test_kill_9_of_a_run_over_two_processes_then_resume(tmp_path: Path, sites: l
         _assert_catalogue_matches_warcs_allow_repaired(arch)
     finally:
         arch.close()
+
+
+class _FailsInChildren(CaptureJob):
+    """A capture job with a bug that shows only in a forked capture process."""
+
+    parent = os.getpid()
+
+    def capture_source(self, source_id: int, *, run_id: str | None = None) -> CaptureSummary:
+        if os.getpid() != self.parent:
+            raise RuntimeError("a bug in a capture process")
+        return super().capture_source(source_id, run_id=run_id)
+
+
+def test_a_bug_in_a_capture_process_is_logged_not_shown(
+    sqlite_archive: Archive, sites: list[Site], capfd: pytest.CaptureFixture[str]
+) -> None:
+    with sqlite_archive.store() as store:
+        for k, s in enumerate(sites[:2]):
+            for i in range(3 + k):  # the busier host stays in this process
+                store.ensure_source(SourceRequest(url=s.add(f"/b{i}.html", f"<html><body>{k} {i}</body></html>")))
+    events: list[tuple[str, object]] = []
+    _FailsInChildren.parent = os.getpid()
+    with jobs.run_log(sqlite_archive.settings.root):
+        summary = run_sharded(
+            sqlite_archive,
+            ShardOptions(processes=2, workers=2, follow_citations=None, browser=False),
+            lambda kind, data: events.append((kind, data)),
+            max_time=None,
+            job_factory=_FailsInChildren,
+        )
+    assert len(summary.captures) == 4 and {c.outcome for c in summary.captures} == {"ok"}
+    errors = [str(d) for k, d in events if k == "error"]
+    assert len(errors) == 1 and "RuntimeError: a bug in a capture process" in errors[0]
+    assert any("ended with exit status 70" in w for w in summary.warnings)
+    log = (sqlite_archive.settings.root / "logs" / "archiver.log").read_text(encoding="utf-8")
+    assert "Traceback" in log and "a bug in a capture process" in log
+    assert "Traceback" not in capfd.readouterr().err
+    with sqlite_archive.session() as s:
+        assert not s.scalars(select(Capture).where(Capture.outcome == "running")).all()
+        assert len(s.scalars(select(Source).where(Source.status == "pending")).all()) == 3

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import itertools
+import logging
 import multiprocessing
 import os
 import signal
@@ -323,6 +324,10 @@ def _child_main(
     except ArchiverError as exc:
         conn.send(("error", exc.message))
         raise SystemExit(2) from None
+    except Exception as exc:  # a bug: into the run log with its traceback, never onto the terminal
+        logging.getLogger("archiver").exception("capture process %s failed", os.getpid())
+        conn.send(("error", f"capture process {os.getpid()} failed ({type(exc).__name__}: {exc}); see the run log"))
+        raise SystemExit(70) from None
     finally:
         mine.close()
         conn.close()
