@@ -230,15 +230,25 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, site: Site) -> None
     final = subprocess.run([*env_cli, "run", "--json"], capture_output=True, text=True, timeout=60)
     assert final.returncode == 0, final.stderr
     assert kills >= 3
-    settings_root = root
+    assert_completed_after_kills(root)
+
+
+def assert_completed_after_kills(root: Path) -> None:
+    """After kills and a final run: every source captured exactly once, nothing left running, every WARC file
+    valid and matching the catalogue, the custody chain whole."""
+    from collections import Counter
+
     from archiver.config import load_settings
 
-    arch = Archive(load_settings(settings_root, None, env={}))
+    arch = Archive(load_settings(root, None, env={}))
     try:
         with arch.session() as s:
             statuses = {src.status for src in s.scalars(select(Source).where(Source.url.is_not(None)))}
             assert statuses == {"captured"}
             assert not s.scalars(select(Capture).where(Capture.outcome == "running")).all()
+            # Nothing committed was captured again (a report also has its browser capture: one per method).
+            ok = Counter((c.source_id, c.method) for c in s.scalars(select(Capture).where(Capture.outcome == "ok")))
+            assert set(ok.values()) == {1}
         for w in arch.settings.warc_dir.glob("*.warc.gz"):
             check = subprocess.run([str(Path(sys.executable).parent / "warcio"), "check", str(w)], capture_output=True)
             assert check.returncode == 0, check.stdout

@@ -33,6 +33,7 @@ from tests.test_capture_job import (
     REPORT,
     _assert_catalogue_matches_warcs,
     _assert_catalogue_matches_warcs_allow_repaired,
+    assert_completed_after_kills,
 )
 
 INCIDENT = "test-hospital-2017-03-25"
@@ -207,20 +208,7 @@ def test_kill_9_of_a_run_over_two_processes_then_resume(tmp_path: Path, sites: l
     final = subprocess.run([*cli, "run", "--processes", "2", "--json"], capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stderr
     assert kills >= 3 and with_child >= 2
-    arch = Archive(load_settings(root, None, env={}))
-    try:
-        with arch.session() as s:
-            statuses = {src.status for src in s.scalars(select(Source).where(Source.url.is_not(None)))}
-            assert statuses == {"captured"}
-            assert not s.scalars(select(Capture).where(Capture.outcome == "running")).all()
-            ok = Counter(c.source_id for c in s.scalars(select(Capture).where(Capture.outcome == "ok")))
-            assert set(ok.values()) == {1}  # nothing committed was captured again
-        for w in arch.settings.warc_dir.glob("*.warc.gz"):
-            check = subprocess.run([str(Path(sys.executable).parent / "warcio"), "check", str(w)], capture_output=True)
-            assert check.returncode == 0, check.stdout
-        _assert_catalogue_matches_warcs_allow_repaired(arch)
-    finally:
-        arch.close()
+    assert_completed_after_kills(root)
 
 
 class _FailsInChildren(CaptureJob):
@@ -257,7 +245,9 @@ def test_a_bug_in_a_capture_process_is_logged_not_shown(
     assert any("ended with exit status 70" in w for w in summary.warnings)
     log = (sqlite_archive.settings.root / "logs" / "archiver.log").read_text(encoding="utf-8")
     assert "Traceback" in log and "a bug in a capture process" in log
-    assert "Traceback" not in capfd.readouterr().err
+    # Nothing of it on the terminal (the test sites' own threads may print a BrokenPipe from killed clients).
+    err = capfd.readouterr().err
+    assert "a bug in a capture process" not in err and "_FailsInChildren" not in err
     with sqlite_archive.session() as s:
         assert not s.scalars(select(Capture).where(Capture.outcome == "running")).all()
         assert len(s.scalars(select(Source).where(Source.status == "pending")).all()) == 3
