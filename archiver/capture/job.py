@@ -220,7 +220,7 @@ class CaptureJob:
             process=file_tag or (str(os.getpid()) if worker is not None else None),
         )
         self.submitted: set[int] = set()  # the sources run() has started (whatever became of them)
-        self._facts: dict[int, _SourceFacts] = {}  # read with the run's queue (_hosts), taken by capture_source
+        self._facts: dict[int, _SourceFacts] = {}  # read with the run's queue (hosts_of), taken by capture_source
         self._stop = threading.Event()
 
     # -- recovery --------------------------------------------------------------------------------------------
@@ -337,7 +337,7 @@ class CaptureJob:
         # Host-aware dispatch: a source starts only when its host has a free slot (HostGate's per_host), so no
         # worker sleeps on a busy site while another site's sources wait behind it.
         waiting: HostQueue[int] = HostQueue(self.gate.per_host)
-        for sid, host in self._hosts(queue):
+        for sid, host in self.hosts_of(queue):
             waiting.add(host, sid)
         done: Queue[Future[CaptureSummary | None]] = Queue()
         running: dict[Future[CaptureSummary | None], tuple[int, str]] = {}
@@ -375,7 +375,7 @@ class CaptureJob:
                         new_ids = self._discovered.pop(result.source_id, [])
                         for new_id in new_ids:
                             self.progress("discovered", new_id)
-                        for new_id, new_host in self._hosts(new_ids):
+                        for new_id, new_host in self.hosts_of(new_ids):
                             if owns is None or owns(new_host):
                                 waiting.add(new_host, new_id)
                     fill()
@@ -389,7 +389,7 @@ class CaptureJob:
         self._summary.seconds = time.monotonic() - started
         return self._summary
 
-    def _hosts(self, source_ids: list[int]) -> list[tuple[int, str]]:
+    def hosts_of(self, source_ids: list[int]) -> list[tuple[int, str]]:
         """Each source with the host its capture starts on (as HostGate counts hosts), in the order given.
 
         What :meth:`capture_source` needs to know of each source is kept from the same query, so that a

@@ -33,14 +33,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from archiver.archive import Archive
 from archiver.capture.job import CaptureJob, ProgressCallback, RunSummary
-from archiver.capture.media_env import check_ffmpeg
 from archiver.errors import ArchiverError
 
 MIN_SOURCES_PER_PROCESS = 25  # fewer than this per process and forking costs more than it saves
@@ -106,14 +106,10 @@ def run_sharded(
     """Capture every pending source over ``options.processes`` processes (see the module docstring)."""
     started = time.monotonic()
     deadline = None if max_time is None else started + max_time
-    check_ffmpeg()  # as a single process would: refuse to start, rather than have every child refuse
-    keeper = job_factory(archive, workers=1, media=False, browser=False)
-    try:
+    with _keeper(archive, job_factory) as keeper:
         total = keeper.recover()
         queue = keeper.pending_sources()
-        pairs = keeper._hosts(queue)
-    finally:
-        keeper.close()
+        pairs = keeper.hosts_of(queue)
     progress("start", len(queue))
     tried: set[int] = set()
     for _ in range(MAX_ROUNDS):
@@ -138,25 +134,53 @@ def run_sharded(
                     "interrupted and are retried by the next run"
                 )
                 progress("warning", total.warnings[-1])
-            after = job_factory(archive, workers=1, media=False, browser=False)
-            try:
+            with _keeper(archive, job_factory) as after:
                 again = after.recover()
-            finally:
-                after.close()
             total.repaired.extend(again.repaired)
             total.interrupted += again.interrupted
         if interrupted:
             raise KeyboardInterrupt
-        keeper = job_factory(archive, workers=1, media=False, browser=False)
-        try:
-            pairs = keeper._hosts([sid for sid in keeper.pending_sources() if sid not in tried])
-        finally:
-            keeper.close()
+        with _keeper(archive, job_factory) as keeper:
+            pairs = keeper.hosts_of([sid for sid in keeper.pending_sources() if sid not in tried])
         if pairs and (total.stopped_early or (deadline is not None and time.monotonic() > deadline)):
             total.stopped_early = True  # still pending in the catalogue: the next run takes them
             break
     total.seconds = time.monotonic() - started
     return total
+
+
+@contextmanager
+def _keeper(archive: Archive, job_factory: Callable[..., CaptureJob]) -> Iterator[CaptureJob]:
+    """A job that captures nothing: for recovery and for choosing (and reading) the sources of a round."""
+    job = job_factory(archive, workers=1, media=False, browser=False)
+    try:
+        yield job
+    finally:
+        job.close()
+
+
+def _job(
+    archive: Archive,
+    options: ShardOptions,
+    workers: int,
+    progress: ProgressCallback,
+    job_factory: Callable[..., CaptureJob],
+    file_tag: str | None = None,
+) -> CaptureJob:
+    """The job that captures one share (in this process or a child). Its own "start" is not passed on: the
+    parent announced the whole run's count."""
+    return job_factory(
+        archive,
+        workers=max(1, workers),
+        progress=lambda kind, data: None if kind == "start" else progress(kind, data),
+        follow_citations=options.follow_citations,
+        browser=options.browser,
+        file_tag=file_tag,
+    )
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _run_here(
@@ -167,15 +191,8 @@ def _run_here(
     progress: ProgressCallback,
     job_factory: Callable[..., CaptureJob],
 ) -> RunSummary:
-    job = job_factory(
-        archive,
-        workers=options.workers,
-        progress=lambda kind, data: None if kind == "start" else progress(kind, data),
-        follow_citations=options.follow_citations,
-        browser=options.browser,
-    )
-    left = None if deadline is None else max(0.0, deadline - time.monotonic())
-    return job.run(ids, max_time=left, recover=False)
+    job = _job(archive, options, options.workers, progress, job_factory)
+    return job.run(ids, max_time=_left(deadline), recover=False)
 
 
 def _round(
@@ -192,23 +209,16 @@ def _round(
     interrupted the round."""
     n = len(shares)
     workers = [options.workers // n + (1 if i < options.workers % n else 0) for i in range(n)]
+    # Built before any fork: what it refuses (no ffmpeg, no key) is refused once, before a child exists.
+    job = _job(archive, options, workers[0], progress, job_factory, file_tag=str(os.getpid()))
     children = _start(archive, options, shares[1:], workers[1:], deadline, job_factory)
     relay = threading.Thread(target=_collect, args=(children, progress), name="capture-relay", daemon=True)
     relay.start()
     ids, owned = shares[0]
     interrupted = False
     try:
-        job = job_factory(
-            archive,
-            workers=max(1, workers[0]),
-            progress=lambda kind, data: None if kind == "start" else progress(kind, data),
-            follow_citations=options.follow_citations,
-            browser=options.browser,
-            file_tag=str(os.getpid()),
-        )
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            _merge(total, job.run(ids, max_time=left, recover=False, owns=lambda host: host in owned))
+            _merge(total, job.run(ids, max_time=_left(deadline), recover=False, owns=lambda host: host in owned))
         finally:
             tried.update(job.submitted)
     except KeyboardInterrupt:
@@ -277,7 +287,7 @@ def _collect(children: list[_Child], progress: ProgressCallback) -> None:
                 continue
             if kind == "done":
                 child.summary, child.tried = data
-            elif kind != "start":  # the parent announced the whole run's count
+            else:
                 progress(kind, data)
 
 
@@ -309,17 +319,9 @@ def _child_main(
 
     job = None
     try:
-        job = job_factory(
-            mine,
-            workers=workers,
-            progress=send,
-            follow_citations=options.follow_citations,
-            browser=options.browser,
-            file_tag=str(os.getpid()),
-        )
+        job = _job(mine, options, workers, send, job_factory, file_tag=str(os.getpid()))
         signal.signal(signal.SIGTERM, lambda _sig, _frame: job.stop() if job is not None else None)
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        summary = job.run(ids, max_time=left, recover=False, owns=lambda host: host in owned)
+        summary = job.run(ids, max_time=_left(deadline), recover=False, owns=lambda host: host in owned)
         conn.send(("done", (summary, sorted(job.submitted))))
     except ArchiverError as exc:
         conn.send(("error", exc.message))
