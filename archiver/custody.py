@@ -25,7 +25,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, insert, or_, select, text
 from sqlalchemy.orm import Session
 
-from archiver.canonical import canonical_json
+from archiver.canonical import canonical_json, canonical_members
 from archiver.catalogue.models import CustodyEvent, incident_sources
 from archiver.clock import Clock, parse_utc, utc_iso
 
@@ -112,17 +112,30 @@ def _event_values(
     """The column values of event ``seq`` after ``prev``: the one place the hashing rule is applied."""
     if action not in ACTIONS:
         raise ValueError(f"unknown custody action {action!r}")
-    doc = event_document(seq, at, actor, action, subject, incident, details or {})
+    # The details are serialised once: stored as they are, and hashed inside the event's document.
+    details_json = canonical_json(dict(details or {}))
+    at_iso = utc_iso(at)
+    document = canonical_members(
+        {
+            "seq": canonical_json(seq),
+            "at": canonical_json(at_iso),
+            "actor": canonical_json(actor),
+            "action": canonical_json(action),
+            "subject": canonical_json(subject),
+            "incident": canonical_json(incident),
+            "details": details_json,
+        }
+    )
     return {
         "seq": seq,
-        "at": parse_utc(doc["at"]),
+        "at": parse_utc(at_iso),
         "actor": actor,
         "action": action,
         "subject": subject,
         "incident_id": incident,
-        "details": canonical_json(doc["details"]).decode("utf-8"),
+        "details": details_json.decode("utf-8"),
         "prev_hash": prev,
-        "hash": chain_hash(prev, doc),
+        "hash": hashlib.sha256(prev.encode("ascii") + document).hexdigest(),
     }
 
 

@@ -301,8 +301,12 @@ class Fetcher:
             return _Attempt(None, Outcome.TIMEOUT, retryable=False, error="total timeout reached")
         started = self._clock.now()
         try:
-            request = requests.Request(method, url, headers=self._request_headers(url, headers), data=body)
-            prep = session.prepare_request(request)
+            # PreparedRequest directly: Session.prepare_request would merge the session's (empty) headers,
+            # params and hooks and copy its cookie jar, for nothing. The jar's cookies for this URL are sent.
+            prep = requests.PreparedRequest()
+            prep.prepare(
+                method=method, url=url, headers=self._request_headers(url, headers), data=body, cookies=session.cookies
+            )
         except (requests.RequestException, ValueError) as exc:
             return _Attempt(None, Outcome.INVALID_URL, False, httpwire.one_line(f"cannot request {url}: {exc}"))
         target = prep.url or url
