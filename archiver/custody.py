@@ -98,42 +98,48 @@ def _head(session: Session) -> tuple[int, str]:
     return (head.seq, head.hash) if head else (0, GENESIS)
 
 
-def _event_values(
-    seq: int,
-    prev: str,
-    at: datetime,
-    *,
-    actor: str,
-    action: str,
-    subject: str,
-    incident: str | None,
-    details: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """The column values of event ``seq`` after ``prev``: the one place the hashing rule is applied."""
+@dataclass(frozen=True)
+class _Unsealed:
+    """An event before its place in the chain is known: everything but ``seq``, ``at`` and the hashes,
+    already in canonical JSON (the details, the largest part, are serialised once, here)."""
+
+    actor: str
+    action: str
+    subject: str
+    incident: str | None
+    details_json: bytes
+    members: dict[str, bytes]
+
+
+def _unsealed(
+    *, actor: str, action: str, subject: str, incident: str | None, details: Mapping[str, Any] | None
+) -> _Unsealed:
     if action not in ACTIONS:
         raise ValueError(f"unknown custody action {action!r}")
-    # The details are serialised once: stored as they are, and hashed inside the event's document.
     details_json = canonical_json(dict(details or {}))
+    members = {
+        "actor": canonical_json(actor),
+        "action": canonical_json(action),
+        "subject": canonical_json(subject),
+        "incident": canonical_json(incident),
+        "details": details_json,
+    }
+    return _Unsealed(actor, action, subject, incident, details_json, members)
+
+
+def _sealed(event: _Unsealed, seq: int, prev: str, at: datetime) -> dict[str, Any]:
+    """The column values of ``event`` as number ``seq`` after ``prev``: the one place the hashing rule is
+    applied (``chain_hash`` of ``event_document``, which :func:`check_chain` uses, gives the same hash)."""
     at_iso = utc_iso(at)
-    document = canonical_members(
-        {
-            "seq": canonical_json(seq),
-            "at": canonical_json(at_iso),
-            "actor": canonical_json(actor),
-            "action": canonical_json(action),
-            "subject": canonical_json(subject),
-            "incident": canonical_json(incident),
-            "details": details_json,
-        }
-    )
+    document = canonical_members({**event.members, "seq": canonical_json(seq), "at": canonical_json(at_iso)})
     return {
         "seq": seq,
         "at": parse_utc(at_iso),
-        "actor": actor,
-        "action": action,
-        "subject": subject,
-        "incident_id": incident,
-        "details": details_json.decode("utf-8"),
+        "actor": event.actor,
+        "action": event.action,
+        "subject": event.subject,
+        "incident_id": event.incident,
+        "details": event.details_json.decode("utf-8"),
         "prev_hash": prev,
         "hash": hashlib.sha256(prev.encode("ascii") + document).hexdigest(),
     }
@@ -150,25 +156,35 @@ def append(
     details: Mapping[str, Any] | None = None,
 ) -> CustodyEvent:
     """Append one event in the caller's transaction and return it."""
-    if action not in ACTIONS:
-        raise ValueError(f"unknown custody action {action!r}")
+    event = _unsealed(actor=actor, action=action, subject=subject, incident=incident, details=details)
     seq, prev = _head(session)
-    values = _event_values(
-        seq + 1, prev, clock.now(), actor=actor, action=action, subject=subject, incident=incident, details=details
-    )
-    row = CustodyEvent(**values)
+    row = CustodyEvent(**_sealed(event, seq + 1, prev, clock.now()))
     session.add(row)
     session.flush()
     return row
 
 
+class PendingEvent:
+    """An event given to :meth:`ChainCursor.append`: its ``seq`` and ``hash`` once the cursor has flushed."""
+
+    __slots__ = ("_event", "hash", "seq")
+
+    def __init__(self, event: _Unsealed) -> None:
+        self._event = event
+        self.seq: int | None = None
+        self.hash: str | None = None
+
+
 class ChainCursor:
     """Many appends in one transaction with one read of the chain head (group commit of capture runs).
 
-    The head is read, under the same lock as :func:`append` (PostgreSQL's advisory lock; SQLite's write lock
-    held since ``BEGIN IMMEDIATE``), at the first :meth:`append`, then carried forward in memory; the events are
-    inserted in one statement by :meth:`flush`, which must run before the transaction commits. Hashing goes
-    through the same rule as :func:`append`, so the chain cannot tell the two apart.
+    :meth:`append` prepares an event (checks its action, serialises its details) and touches no table, so a
+    transaction's units can be run before it takes the catalogue's write lock. :meth:`flush`, which must run
+    before the transaction commits, reads the head under the same lock as :func:`append` (PostgreSQL's
+    advisory lock; SQLite's write lock, taken by ``BEGIN IMMEDIATE`` at the transaction's first statement),
+    numbers, times and hashes the events in order and inserts them in one statement; the head is then carried
+    forward in memory. Hashing goes through the same rule as :func:`append`, so the chain cannot tell the two
+    apart.
 
     Code that calls :func:`append` in the same transaction must be preceded by :meth:`flush` (so that it sees
     the cursor's events) and followed by :meth:`invalidate` (so that the cursor reads the new head). Were either
@@ -180,7 +196,7 @@ class ChainCursor:
         self._session = session
         self._clock = clock
         self._head: tuple[int, str] | None = None
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[PendingEvent] = []
 
     def append(
         self,
@@ -190,18 +206,13 @@ class ChainCursor:
         subject: str,
         incident: str | None = None,
         details: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Add one event (inserted at the next :meth:`flush`); returns its column values."""
-        if self._head is None:
-            self._head = _head(self._session)
-        seq, prev = self._head
-        at = self._clock.now()
-        values = _event_values(
-            seq + 1, prev, at, actor=actor, action=action, subject=subject, incident=incident, details=details
+    ) -> PendingEvent:
+        """Add one event; it is numbered and inserted at the next :meth:`flush`."""
+        pending = PendingEvent(
+            _unsealed(actor=actor, action=action, subject=subject, incident=incident, details=details)
         )
-        self._pending.append(values)
-        self._head = (values["seq"], values["hash"])
-        return values
+        self._pending.append(pending)
+        return pending
 
     @property
     def head(self) -> tuple[int, str] | None:
@@ -209,10 +220,20 @@ class ChainCursor:
         return self._head
 
     def flush(self) -> None:
-        """Insert the events added since the last flush (one statement)."""
-        if self._pending:
-            rows, self._pending = self._pending, []
-            self._session.execute(insert(cast(Table, CustodyEvent.__table__)), rows)
+        """Number, time, hash and insert the events added since the last flush (one statement)."""
+        if not self._pending:
+            return
+        events, self._pending = self._pending, []
+        seq, prev = self._head if self._head is not None else _head(self._session)
+        rows = []
+        for pending in events:
+            seq += 1
+            values = _sealed(pending._event, seq, prev, self._clock.now())
+            prev = values["hash"]
+            pending.seq, pending.hash = seq, prev
+            rows.append(values)
+        self._session.execute(insert(cast(Table, CustodyEvent.__table__)), rows)
+        self._head = (seq, prev)
 
     def invalidate(self) -> None:
         """Forget the head: another writer in this transaction (:func:`append`) has moved it."""

@@ -30,9 +30,9 @@ from archiver.warc.records import RecordRef
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _note(b: Batch, **details: Any) -> int:
-    values = b.custody.append(actor="tester", action="note", subject="archive", details=details)
-    return int(values["seq"])
+def _note(b: Batch, **details: Any) -> custody.PendingEvent:
+    """A custody note; its seq is known once the unit's batch has committed."""
+    return b.custody.append(actor="tester", action="note", subject="archive", details=details)
 
 
 def _events(archive: Archive) -> list[CustodyEvent]:
@@ -64,8 +64,10 @@ def test_concurrent_units_share_transactions_and_keep_the_chain(archive: Archive
         try:
             start.wait()
             for i in range(per_thread):
-                seqs = committer.submit(lambda b, i=i: (_note(b, t=t, i=i, part=1), _note(b, t=t, i=i, part=2)))
-                assert seqs[1] == seqs[0] + 1  # a unit's events are consecutive
+                first, second = committer.submit(
+                    lambda b, i=i: (_note(b, t=t, i=i, part=1), _note(b, t=t, i=i, part=2))
+                )
+                assert first.seq is not None and second.seq == first.seq + 1  # a unit's events are consecutive
         except BaseException as exc:
             errors.append(exc)
 
@@ -212,7 +214,7 @@ def test_a_crash_mid_batch_commits_nothing_of_it(archive: Archive) -> None:
         assert custody.check_chain(s).ok
     # The chain goes on from the committed head.
     committer = GroupCommitter(archive.session, archive.clock)
-    assert committer.submit(lambda b: _note(b, after="crash")) == events[-1].seq + 1
+    assert committer.submit(lambda b: _note(b, after="crash")).seq == events[-1].seq + 1
 
 
 def test_cursor_and_plain_appends_in_one_transaction(archive: Archive) -> None:
@@ -269,7 +271,7 @@ def test_a_capture_begun_by_another_job_object_is_finished_from_its_row(archive:
     """_finish states the capture as _begin committed it; without that in memory it reads the row instead."""
     sid = _source(archive)
     first, second = CaptureJob(archive, media=False), CaptureJob(archive, media=False)
-    cid = first._begin(sid, "web", "http://127.0.0.1:9/page", {"archiver": "x"})
+    cid = first._begin(sid, first._source_facts(sid), "web", {"archiver": "x"})
     part = second._finish(
         sid,
         cid,

@@ -475,6 +475,26 @@ def test_ffmpeg_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert err.value.hint is not None and "install ffmpeg" in err.value.hint
 
 
+def _tool(path: Path, script: str) -> None:
+    path.write_text("#!/bin/sh\n" + script + "\n", encoding="utf-8")
+    path.chmod(0o755)
+
+
+def test_ffmpeg_runs_once_per_binary_and_again_when_it_changes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("PATH", str(tmp_path))
+    _tool(tmp_path / "ffprobe", "exit 0")
+    _tool(tmp_path / "ffmpeg", f"echo run >> {runs}; exit 1")
+    with pytest.raises(ToolMissingError, match="does not run"):
+        check_ffmpeg()
+    with pytest.raises(ToolMissingError, match="does not run"):  # a failure is never remembered
+        check_ffmpeg()
+    _tool(tmp_path / "ffmpeg", f"echo run >> {runs}; echo 'ffmpeg version 9.9-test Copyright'")
+    assert check_ffmpeg().version == "9.9-test"
+    assert check_ffmpeg().version == "9.9-test"
+    assert runs.read_text().splitlines() == ["run"] * 3  # twice failing, then once for the working binary
+
+
 def test_sweep_removes_only_dead_capture_directories(tmp_path: Path) -> None:
     live = Workdir(tmp_path)
     (live.path / "clip.part").write_bytes(b"in progress")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +21,15 @@ from archiver.clock import FixedClock, SequentialIds
 from archiver.errors import WarcError
 from archiver.warc.block import Block, block_from_bytes
 from archiver.warc.reader import check_file, iter_records
-from archiver.warc.records import HTTP_RESPONSE_TYPE, RESOURCE, RESPONSE, REVISIT, ClosedWarc, RecordSpec
+from archiver.warc.records import (
+    HTTP_RESPONSE_TYPE,
+    RESOURCE,
+    RESPONSE,
+    REVISIT,
+    ClosedWarc,
+    RecordRef,
+    RecordSpec,
+)
 from archiver.warc.writer import WarcSink
 from tests.support.warc_files import (
     body,
@@ -233,7 +242,10 @@ def test_concurrent_groups_are_contiguous(tmp_path: Path) -> None:
     stored = {}
     for path in sorted(tmp_path.iterdir()):
         assert check_file(path) == []
-        for rec in iter_records(path):
+        info, *records = iter_records(path)
+        assert info.record_type == "warcinfo"
+        for rec in records:
+            assert rec.header("WARC-Warcinfo-ID") == info.record_id  # records built ahead name their own file
             stored[rec.record_id] = (path.name, rec.offset, rec.length, rec.target_uri)
     all_groups = [g for per_thread in results for g in per_thread]
     assert len(all_groups) == 8 * 15
@@ -243,7 +255,44 @@ def test_concurrent_groups_are_contiguous(tmp_path: Path) -> None:
             assert b.offset == a.offset + a.length
         for ref in group:
             assert stored.pop(ref.record_id) == (ref.warc_file, ref.offset, ref.length, ref.target_uri)
-    assert all(v[3] is None for v in stored.values())  # only warcinfo records are left
+    assert not stored
+
+
+def test_a_record_built_for_a_file_that_rotated_away_is_built_again_for_its_own(tmp_path: Path) -> None:
+    """A group is encoded before the lock; if its file rotated meanwhile, it must name the file it lands in."""
+    sink = make_sink(tmp_path, max_size=20_000)
+    (first,) = sink.write_group([resource(b"first", "urn:first")])
+    block = block_from_bytes(body(3000))
+    encoding, release = threading.Event(), threading.Event()
+    reads: list[int] = []
+    original = block.chunks
+
+    def paused(start: int = 0) -> Iterator[bytes]:
+        reads.append(start)
+        if len(reads) == 1:  # the encoding before the lock: hold it while other groups rotate the file
+            encoding.set()
+            release.wait(10)
+        return original(start)
+
+    block.chunks = paused  # type: ignore[method-assign]
+    landed: list[list[RecordRef]] = []
+    late = threading.Thread(
+        target=lambda: landed.append(sink.write_group([RecordSpec(RESOURCE, block, "video/mp4", "urn:late")]))
+    )
+    late.start()
+    assert encoding.wait(10)
+    sink.write_group([resource(body(60_000), "urn:fills")])  # the first file passes max_size
+    (rotated,) = sink.write_group([resource(b"x", "urn:rotates")])  # the next group opens a second file
+    release.set()
+    late.join(10)
+    sink.close()
+    ((ref,),) = landed
+    assert rotated.warc_file != first.warc_file and ref.warc_file == rotated.warc_file
+    info, *records = iter_records(tmp_path / ref.warc_file)
+    (rec,) = [r for r in records if r.record_id == ref.record_id]
+    assert rec.header("WARC-Warcinfo-ID") == info.record_id
+    assert len(reads) == 2  # built again, under the lock
+    assert check_file(tmp_path / ref.warc_file) == [] and warcio_check(tmp_path / ref.warc_file).returncode == 0
 
 
 def test_invalid_specs_write_nothing(tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache, cached_property
 from importlib.metadata import version as dist_version
@@ -29,12 +29,13 @@ from typing import Any, cast
 
 import requests
 from sqlalchemy import String, Table, bindparam, case, func, select, update
+from sqlalchemy.orm import Session
 
 from archiver import SOFTWARE, __version__, custody, keys
 from archiver.archive import Archive
 from archiver.capture.browser import BrowserCapturer
 from archiver.capture.citations import extract_citations
-from archiver.capture.committer import Batch, GroupCommitter, Pending, column_values
+from archiver.capture.committer import Batch, GroupCommitter, column_values
 from archiver.capture.fetch import Fetcher, FetchSettings, Outcome, exchange_records
 from archiver.capture.gate import HostGate, HostQueue
 from archiver.capture.media import MediaCapturer, MediaSettings, media_candidate
@@ -397,16 +398,13 @@ class CaptureJob:
         """
         if not source_ids:
             return []
-        urls: dict[int, str | None] = {}
+        known: dict[int, _SourceFacts] = {}
         with self.archive.reading() as s:
             for i in range(0, len(source_ids), 500):
-                chunk = source_ids[i : i + 500]
-                for row in s.execute(select(*_FACT_COLUMNS).where(Source.id.in_(chunk))):
-                    urls[row.id] = row.url
-                    if row.url is not None:
-                        with self._lock:
-                            self._facts[row.id] = _SourceFacts.of(row)
-        return [(sid, HostGate.host_of(urls.get(sid) or "")) for sid in source_ids]
+                known.update(_read_facts(s, source_ids[i : i + 500]))
+        with self._lock:
+            self._facts.update(known)
+        return [(sid, HostGate.host_of(known[sid].url if sid in known else "")) for sid in source_ids]
 
     def _source_facts(self, source_id: int) -> _SourceFacts:
         with self._lock:
@@ -414,10 +412,10 @@ class CaptureJob:
         if known is not None:
             return known
         with self.archive.reading() as s:  # no write lock: the group commit holds it
-            row = s.execute(select(*_FACT_COLUMNS).where(Source.id == source_id)).one_or_none()
-        if row is None or row.url is None:
+            found = _read_facts(s, [source_id]).get(source_id)
+        if found is None:
             raise ArchiverError(f"source {source_id} has no URL to capture")
-        return _SourceFacts.of(row)
+        return found
 
     def close(self) -> None:
         """Close the WARC file being written (recorded in the catalogue) and the network clients."""
@@ -467,7 +465,7 @@ class CaptureJob:
         results: list[_Part] = []
         page_type, page_html = None, None
         if not direct_media:
-            capture_id = self._begin(source_id, "web", url, tool_versions(), run_id)
+            capture_id = self._begin(source_id, facts, "web", tool_versions(), run_id)
             page = self.web.capture(url)
             try:
                 final = page.main.final
@@ -485,35 +483,33 @@ class CaptureJob:
             and not (results and results[0].outcome == "gone")  # the removal is on record; nothing to render
             and self.browser.wanted(kind, ref.platform, self.browser_override)
         ):
-            results.append(self._capture_browser(source_id, url, run_id))
+            results.append(self._capture_browser(source_id, _after(facts, results), run_id))
         if self.media is not None and (direct_media or media_candidate(url, page_type, page_html)):
-            results.append(self._capture_media(source_id, url, platform_item, run_id))
+            results.append(self._capture_media(source_id, _after(facts, results), platform_item, run_id))
         return _combine(source_id, url, results)
 
-    def _begin(self, source_id: int, method: str, url: str, tools: dict[str, str], run_id: str | None = None) -> int:
-        """Commit the Capture row as ``running`` before any traffic: a kill leaves a trace the next run sees."""
+    def _begin(
+        self, source_id: int, facts: _SourceFacts, method: str, tools: dict[str, str], run_id: str | None = None
+    ) -> int:
+        """Commit the Capture row as ``running`` before any traffic: a kill leaves a trace the next run sees.
+
+        The unit only inserts (what the receipt states of the source comes from ``facts``), so it adds nothing
+        to the time its transaction holds the catalogue's write lock but the row itself.
+        """
         arch = self.archive
         values: dict[str, Any] = {
             "source_id": source_id,
             "method": method,
             "started_at": arch.clock.now(),
             "outcome": "running",
-            "requested_url": url,
+            "requested_url": facts.url,
             "collector": arch.settings.collector,
             "egress": self.fetch_settings.egress,
             "tools": tools,
             "run_id": run_id,
             "worker": self.worker,
         }
-
-        def work(b: Batch) -> tuple[Pending[int], list[Any]]:
-            # What the receipt states of the source, read here so that ending the capture reads nothing.
-            return b.insert_returning_id(Capture, values), list(b.session.execute(_SOURCE_FACTS, {"sid": source_id}))
-
-        pending, rows = self._committer.submit(work)
-        capture_id = pending.get()
-        if not rows:
-            raise ArchiverError(f"source {source_id} does not exist")
+        capture_id = self._committer.submit(lambda b: b.insert_returning_id(Capture, values)).get()
         with self._lock:
             self._begun[capture_id] = _Begun(
                 source_id,
@@ -522,9 +518,9 @@ class CaptureJob:
                 values["collector"],
                 values["egress"],
                 tools,
-                rows[0].url,
-                rows[0].status,
-                tuple(sorted({r.incident_id for r in rows if r.incident_id is not None})),
+                facts.url,
+                facts.status,
+                facts.incidents,
             )
         return capture_id
 
@@ -608,10 +604,11 @@ class CaptureJob:
             depth=depth,
         )
 
-    def _capture_browser(self, source_id: int, url: str, run_id: str | None = None) -> _Part:
+    def _capture_browser(self, source_id: int, facts: _SourceFacts, run_id: str | None = None) -> _Part:
         """The page rendered in Chromium: its traffic, screenshot, PDF and DOM (archiver.capture.browser)."""
         assert self.browser is not None
-        capture_id = self._begin(source_id, "browser", url, tool_versions(), run_id)
+        url = facts.url
+        capture_id = self._begin(source_id, facts, "browser", tool_versions(), run_id)
         result = self.browser.capture(url, self.sink.new_record_id)
         try:
             refs = self._write(result.specs) if result.specs else []
@@ -636,9 +633,12 @@ class CaptureJob:
             self._summary.warnings.append(message)
         self.progress("warning", message)
 
-    def _capture_media(self, source_id: int, url: str, platform_item: bool, run_id: str | None = None) -> _Part:
+    def _capture_media(
+        self, source_id: int, facts: _SourceFacts, platform_item: bool, run_id: str | None = None
+    ) -> _Part:
         assert self.media is not None
-        capture_id = self._begin(source_id, "media", url, tool_versions(), run_id)
+        url = facts.url
+        capture_id = self._begin(source_id, facts, "media", tool_versions(), run_id)
         result = self.media.capture(url)
         try:
             refs = self._write(list(result.records)) if result.records else []
@@ -904,22 +904,46 @@ class CaptureJob:
             )
 
 
-_FACT_COLUMNS = (Source.id, Source.url, Source.follow_citations, Source.depth, Source.platform, Source.kind)
+_FACT_COLUMNS = (
+    Source.id,
+    Source.url,
+    Source.status,
+    Source.follow_citations,
+    Source.depth,
+    Source.platform,
+    Source.kind,
+)
 
 
 @dataclass(frozen=True)
 class _SourceFacts:
-    """What a capture needs to know of its source before it starts."""
+    """What a capture needs to know of its source before it starts, and what its receipt states of it."""
 
     url: str
+    status: str
     follow_citations: bool
     depth: int
     platform: str | None
     kind: str
+    incidents: tuple[str, ...]
 
     @classmethod
-    def of(cls, row: Any) -> _SourceFacts:
-        return cls(row.url, row.follow_citations, row.depth, row.platform, row.kind)
+    def of(cls, row: Any, incidents: Iterable[str]) -> _SourceFacts:
+        return cls(
+            row.url, row.status, row.follow_citations, row.depth, row.platform, row.kind, tuple(sorted(set(incidents)))
+        )
+
+
+def _read_facts(s: Session, source_ids: Sequence[int]) -> dict[int, _SourceFacts]:
+    """The facts of the sources that have a URL (one query for the sources, one for their incidents)."""
+    rows = s.execute(select(*_FACT_COLUMNS).where(Source.id.in_(source_ids), Source.url.is_not(None))).all()
+    incidents: dict[int, list[str]] = {}
+    links = select(incident_sources.c.source_id, incident_sources.c.incident_id).where(
+        incident_sources.c.source_id.in_([r.id for r in rows])
+    )
+    for sid, incident_id in s.execute(links):
+        incidents.setdefault(sid, []).append(incident_id)
+    return {r.id: _SourceFacts.of(r, incidents.get(r.id, ())) for r in rows}
 
 
 @dataclass(frozen=True)
@@ -937,12 +961,7 @@ class _Begun:
     incidents: tuple[str, ...]
 
 
-# The catalogue statements of a capture's begin and end, built once: each runs once per batch of captures.
-_SOURCE_FACTS = (
-    select(Source.url, Source.status, incident_sources.c.incident_id)
-    .outerjoin(incident_sources, incident_sources.c.source_id == Source.id)
-    .where(Source.id == bindparam("sid"))
-)
+# The catalogue statements of a capture's end, built once: each runs once per batch of captures.
 _CAPTURES = cast(Table, Capture.__table__)
 _ENDED = ("ended_at", "outcome", "final_url", "http_status", "error", "details", "tools")
 _END_CAPTURE = (
@@ -984,6 +1003,11 @@ class _Part:
     records: int
     bytes: int
     discovered: list[int]
+
+
+def _after(facts: _SourceFacts, parts: list[_Part]) -> _SourceFacts:
+    """The source's facts after this run's earlier captures of it (their outcomes moved its status)."""
+    return replace(facts, status=parts[-1].source_status) if parts else facts
 
 
 def _combine(source_id: int, url: str, parts: list[_Part]) -> CaptureSummary:

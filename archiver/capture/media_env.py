@@ -7,6 +7,7 @@ modules); a job that never meets a video must not pay for it at every start, so 
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -34,7 +35,10 @@ class FfmpegTool:
 
 def check_ffmpeg() -> FfmpegTool:
     """ffmpeg and ffprobe, or :class:`ToolMissingError`: without them yt-dlp silently leaves HLS downloads as
-    raw MPEG-TS under an .mp4 name and cannot merge separate video and audio streams."""
+    raw MPEG-TS under an .mp4 name and cannot merge separate video and audio streams.
+
+    ``ffmpeg -version`` runs once per binary (a replaced or upgraded binary is run again): every capture job
+    checks, and a run over several processes builds one job per process."""
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
     if ffmpeg is None or ffprobe is None:
         raise ToolMissingError(
@@ -42,12 +46,21 @@ def check_ffmpeg() -> FfmpegTool:
             hint="install ffmpeg (for example: apt-get install -y ffmpeg) and run again",
         )
     try:
+        stat = Path(ffmpeg).stat()
+    except OSError as exc:
+        raise ToolMissingError(f"ffmpeg at {ffmpeg} cannot be read: {exc}", hint="reinstall ffmpeg") from exc
+    return FfmpegTool(ffmpeg, _ffmpeg_version(ffmpeg, (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)))
+
+
+@functools.lru_cache(maxsize=8)
+def _ffmpeg_version(ffmpeg: str, _identity: tuple[int, int, int, int]) -> str:
+    """The version ``ffmpeg -version`` prints (cached per binary: ``_identity`` changes with the file)."""
+    try:
         out = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise ToolMissingError(f"ffmpeg at {ffmpeg} does not run: {exc}", hint="reinstall ffmpeg") from exc
     words = out.split()
-    version = words[2] if len(words) > 2 and words[:2] == ["ffmpeg", "version"] else "unknown"
-    return FfmpegTool(ffmpeg, version)
+    return words[2] if len(words) > 2 and words[:2] == ["ffmpeg", "version"] else "unknown"
 
 
 def ytdlp_version() -> str:

@@ -5,6 +5,10 @@ byte for byte into a bundle, and a crash damages at most the tail of one file. A
 pair, a media file and its metadata) is written contiguously into one file and fsynced before
 :meth:`WarcSink.write_group` returns, so a record the caller was told about is on disk.
 
+A record's gzip member is built (compressed, its block re-hashed) before the sink's lock is taken, unless its
+block is larger than ``ENCODE_AHEAD`` (then it is streamed under the lock, never held whole in memory): the
+lock covers only appending bytes, so capture threads do not queue behind each other's compression.
+
 Files are written as ``<name>.open`` (created with ``O_EXCL`` and held under ``flock`` so that
 :func:`archiver.warc.repair.repair_open_files` never touches a live file), and on close fsynced, made
 read-only and renamed to their final name without ever replacing an existing file.
@@ -44,6 +48,8 @@ FORMAT = "WARC File Format 1.1"
 CONFORMS_TO = "http://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/"
 OPEN_SUFFIX = ".open"
 WRITE_BUFFER = 1 << 20
+# Blocks up to this size are encoded into memory before the lock is taken (see the module docstring).
+ENCODE_AHEAD = 1 << 20
 
 # WARC 1.1 §4: field names are RFC 2616 tokens; values must not break the header (no CR, LF or NUL).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -142,6 +148,12 @@ class _OpenWarc:
     records: int = 0
     hash: hashlib._Hash = field(default_factory=hashlib.sha256)  # every compressed byte, for ClosedWarc
     pending: bytearray = field(default_factory=bytearray)
+    # Durability, shared by the groups waiting on one fsync (WarcSink._sync). ``written`` only grows, except
+    # when a failed group is cut back (under ``sync_lock``); ``synced`` never exceeds what an fsync covered.
+    written: int = 0  # bytes os.write has taken
+    synced: int = 0  # bytes an fsync has made durable
+    sync_lock: threading.Lock = field(default_factory=threading.Lock)  # held for each fsync and the fd's close
+    broken: str | None = None  # an fsync failed: nothing more goes into this file, nothing unsynced is claimed
 
     def emit(self, data: bytes) -> None:
         if data:
@@ -157,6 +169,23 @@ class _OpenWarc:
             view = view[os.write(self.fd, view) :]
         # A new buffer rather than clear(): a view left alive by a failed write would forbid resizing.
         self.pending = bytearray()
+        self.written = self.size
+
+
+@dataclass
+class _Ready:
+    """A record of a group, with its gzip member when it was built before the lock (``member``)."""
+
+    spec: RecordSpec
+    record_id: str
+    date: datetime
+    warcinfo_id: str
+    member: bytes | None = None
+    fields: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def payload(self) -> Digest | None:
+        return self.spec.block.payload_digest if self.spec.type in PAYLOAD_RECORD_TYPES else None
 
 
 class WarcSink:
@@ -211,6 +240,7 @@ class WarcSink:
         self._lock = threading.RLock()
         self._current: _OpenWarc | None = None
         self._serial = 0
+        self._next_warcinfo_id: str | None = None  # chosen before its file is opened (see write_group)
 
     def new_record_id(self) -> str:
         return f"<urn:uuid:{self._ids.uuid()}>"
@@ -231,14 +261,23 @@ class WarcSink:
         if not records:
             return []
         with self._lock:
+            warcinfo_id = self._upcoming_warcinfo_id()
+        try:
+            # Outside the lock: records name the warcinfo of the file they are expected to land in; the few
+            # built for a file that rotated away meanwhile are built again under the lock.
+            ready = [self._encode_ahead(spec, warcinfo_id) for spec in records]
+        except _DigestMismatchError as exc:
+            raise WarcError(f"could not write a record group: {exc}") from exc
+        with self._lock:
+            if self._current is not None and self._current.broken:
+                self._abandon_locked(self._current)
             if self._current is not None and self._current.size >= self._max_size:
                 self._close_locked()
             warc = self._current if self._current is not None else self._open_locked()
             start, start_hash, start_records = warc.size, warc.hash.copy(), warc.records
             try:
-                refs = [self._write_spec(warc, spec) for spec in records]
+                refs = [self._append(warc, item) for item in ready]
                 warc.flush()
-                os.fsync(warc.fd)
             except BaseException as exc:
                 # Whatever stopped the group (a full disk, a bad block, an interrupt), none of it stays.
                 self._cut_back(warc, start, start_hash, start_records)
@@ -248,7 +287,56 @@ class WarcSink:
                     f"could not write a record group to {warc.name}: {exc}",
                     hint="check free disk space and the storage directory's permissions",
                 ) from exc
-            return refs
+            end = warc.written
+        # The fsync runs outside the lock, so the next groups are appended meanwhile, and one fsync makes
+        # every group written before it durable (as a database's group commit does with its log).
+        self._sync(warc, end)
+        return refs
+
+    def _sync(self, warc: _OpenWarc, end: int) -> None:
+        """Return once ``warc``'s first ``end`` bytes are durable (one fsync may serve many groups)."""
+        if warc.synced >= end and warc.broken is None:
+            return
+        with warc.sync_lock:
+            if warc.broken is not None:
+                raise WarcError(
+                    f"could not make a record group durable in {warc.name}: {warc.broken}",
+                    hint="the file is left as .open for the next run to repair; check the storage device",
+                )
+            if warc.synced >= end:
+                return
+            upto = warc.written  # every byte os.write took before this fsync starts
+            try:
+                os.fsync(warc.fd)
+            except OSError as exc:
+                # Linux reports a failed writeback once: an fsync after this one could succeed without the
+                # lost pages. So nothing unsynced in this file is ever claimed durable (fsyncgate).
+                warc.broken = f"fsync failed: {exc}"
+                raise WarcError(
+                    f"could not make a record group durable in {warc.name}: {exc}",
+                    hint="the file is left as .open for the next run to repair; check the storage device",
+                ) from exc
+            warc.synced = max(warc.synced, upto)
+
+    def _abandon_locked(self, warc: _OpenWarc) -> None:
+        """Stop writing ``warc`` and leave it as ``.open``: the next run's repair cuts it to its last complete
+        record (what was acknowledged is durable; what was not was reported as failed)."""
+        if self._current is warc:
+            self._current = None
+        self._release_fd(warc, durable=False, reason=warc.broken or "abandoned after a failed write")
+
+    @staticmethod
+    def _release_fd(warc: _OpenWarc, *, durable: bool, reason: str = "") -> None:
+        """Close ``warc``'s descriptor once no fsync is using it; ``durable`` when an fsync covered every byte
+        written, otherwise the groups still waiting on it fail."""
+        with warc.sync_lock:
+            if durable:
+                warc.synced = max(warc.synced, warc.written)
+            elif warc.broken is None and warc.synced < warc.written:
+                warc.broken = reason
+            if warc.fd >= 0:
+                os.close(warc.fd)
+                warc.fd = -1
 
     def close(self) -> ClosedWarc | None:
         """Close the current file (if any): fsync, make read-only, rename to its final name, call on_close."""
@@ -288,12 +376,15 @@ class WarcSink:
         except OSError as exc:
             raise WarcError(f"cannot create a WARC file in {self._dir}: {exc}") from exc
         warc = _OpenWarc(name, final.with_name(name + OPEN_SUFFIX), final, fd, opened_at)
+        warc.warcinfo_id = self._upcoming_warcinfo_id()
+        self._next_warcinfo_id = None
         try:
             # Held until the file is renamed: repair skips a file another live sink holds.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._write_warcinfo(warc)
             warc.flush()
             os.fsync(fd)
+            warc.synced = warc.written
             fsync_dir(self._dir)  # the new entry must survive a crash, or fsynced records could vanish
         except (OSError, _DigestMismatchError) as exc:
             os.close(fd)
@@ -308,16 +399,20 @@ class WarcSink:
         warc = self._current
         assert warc is not None
         self._current = None
+        durable = False
         try:
+            if warc.broken is not None:
+                raise OSError(warc.broken)
             warc.flush()
             # Read-only before the final name appears, so there is never a writable closed file.
             os.fchmod(warc.fd, 0o444)
             os.fsync(warc.fd)
+            durable = True
             # Renamed while still holding the flock, so a concurrent repair cannot grab the file midway.
             rename_no_replace(warc.open_path, warc.final_path)
             fsync_dir(self._dir)
         except OSError as exc:
-            os.close(warc.fd)
+            self._release_fd(warc, durable=durable, reason=f"closing failed: {exc}")
             raise WarcError(
                 f"cannot close WARC file {warc.name}: {exc}",
                 hint="the .open file is kept; the next run repairs it",
@@ -337,28 +432,30 @@ class WarcSink:
         finally:
             # The flock is held until the close is recorded: recovery in another process, seeing a closed file
             # whose catalogue row is still "open", leaves it to its live writer (repair.held_by_writer).
-            os.close(warc.fd)
+            self._release_fd(warc, durable=True)
         return closed
 
     def _cut_back(self, warc: _OpenWarc, size: int, digest: hashlib._Hash, records: int) -> None:
         """Undo a failed group: the file, its running hash and counters return to where the group started."""
         warc.pending = bytearray()  # all of it is past the group start (the previous group was flushed)
-        try:
-            os.ftruncate(warc.fd, size)
-            os.lseek(warc.fd, size, os.SEEK_SET)
-            os.fsync(warc.fd)
-        except OSError:
-            # The file's tail is unknown now: abandon it as .open; the next run's repair cuts it back.
-            self._current = None
-            os.close(warc.fd)
-            return
-        warc.size, warc.hash, warc.records = size, digest, records
+        with warc.sync_lock:  # no fsync may count the bytes being cut as durable
+            try:
+                os.ftruncate(warc.fd, size)
+                os.lseek(warc.fd, size, os.SEEK_SET)
+                os.fsync(warc.fd)
+            except OSError as exc:
+                warc.broken = f"cutting back a failed group failed: {exc}"
+            else:
+                warc.size, warc.hash, warc.records = size, digest, records
+                warc.written = warc.synced = size
+                return
+        # The file's tail is unknown now: abandon it as .open; the next run's repair cuts it back.
+        self._abandon_locked(warc)
 
     # -- records ---------------------------------------------------------------------------------------------
 
     def _write_warcinfo(self, warc: _OpenWarc) -> None:
         body = "".join(f"{k}: {v}\r\n" for k, v in self._fields.items()).encode("utf-8")
-        warc.warcinfo_id = self.new_record_id()
         fields = [
             ("WARC-Type", WARCINFO),
             ("WARC-Record-ID", warc.warcinfo_id),
@@ -366,45 +463,79 @@ class WarcSink:
             ("WARC-Filename", warc.name),  # WARC 1.1 §5.15: the final name, not the .open one
         ]
         with block_from_bytes(body, has_payload=False) as block:
-            self._write_record(warc, fields, "application/warc-fields", block, None)
+            self._encode_record(fields, "application/warc-fields", block, None, warc.emit)
+        warc.records += 1
 
-    def _write_spec(self, warc: _OpenWarc, spec: RecordSpec) -> RecordRef:
+    def _upcoming_warcinfo_id(self) -> str:
+        """The warcinfo record id of the file the next group goes into (called under the lock)."""
+        warc = self._current
+        if warc is not None and warc.size < self._max_size:
+            return warc.warcinfo_id
+        if self._next_warcinfo_id is None:
+            self._next_warcinfo_id = self.new_record_id()
+        return self._next_warcinfo_id
+
+    def _encode_ahead(self, spec: RecordSpec, warcinfo_id: str) -> _Ready:
         record_id = spec.record_id or self.new_record_id()
         date = spec.date or self._clock.now()
-        fields = [("WARC-Type", spec.type), ("WARC-Record-ID", record_id), ("WARC-Date", warc_date(date))]
-        if spec.target_uri is not None:
-            fields.append(("WARC-Target-URI", spec.target_uri))
-        fields.append(("WARC-Warcinfo-ID", warc.warcinfo_id))
-        fields.extend(spec.headers)
-        block = spec.block
-        payload = block.payload_digest if spec.type in PAYLOAD_RECORD_TYPES else None
+        ready = _Ready(spec, record_id, date, warcinfo_id)
+        if spec.block.length <= ENCODE_AHEAD:
+            member = bytearray()
+            ready.fields = self._encode_record(
+                self._record_fields(ready, warcinfo_id), spec.content_type, spec.block, ready.payload, member.extend
+            )
+            ready.member = bytes(member)
+        return ready
+
+    def _append(self, warc: _OpenWarc, ready: _Ready) -> RecordRef:
+        """Append one record to ``warc`` (under the lock): its prepared member, or the block streamed now."""
+        spec = ready.spec
         offset = warc.size
-        fields = self._write_record(warc, fields, spec.content_type, block, payload)
+        if ready.member is not None and ready.warcinfo_id == warc.warcinfo_id:
+            warc.emit(ready.member)
+            fields = ready.fields
+        else:
+            fields = self._encode_record(
+                self._record_fields(ready, warc.warcinfo_id), spec.content_type, spec.block, ready.payload, warc.emit
+            )
+        warc.records += 1
+        block = spec.block
         return RecordRef(
-            record_id=record_id,
+            record_id=ready.record_id,
             record_type=spec.type,
             target_uri=spec.target_uri,
             warc_file=warc.name,
             offset=offset,
             length=warc.size - offset,
-            date=date,
+            date=ready.date,
             content_type=spec.content_type,
             content_length=block.length,
             block_digest=block.block_digest,
-            payload_digest=payload,
+            payload_digest=ready.payload,
             payload_length=block.payload_length,
             headers=tuple(fields),
         )
 
-    def _write_record(
+    @staticmethod
+    def _record_fields(ready: _Ready, warcinfo_id: str) -> list[tuple[str, str]]:
+        spec = ready.spec
+        fields = [("WARC-Type", spec.type), ("WARC-Record-ID", ready.record_id), ("WARC-Date", warc_date(ready.date))]
+        if spec.target_uri is not None:
+            fields.append(("WARC-Target-URI", spec.target_uri))
+        fields.append(("WARC-Warcinfo-ID", warcinfo_id))
+        fields.extend(spec.headers)
+        return fields
+
+    def _encode_record(
         self,
-        warc: _OpenWarc,
         fields: list[tuple[str, str]],
         content_type: str,
         block: Block,
         payload: Digest | None,
+        out: Callable[[bytes], object],
     ) -> list[tuple[str, str]]:
-        """Write one record as one gzip member, re-hashing the block as it is copied; returns all fields."""
+        """One record as one gzip member, given to ``out`` piece by piece, re-hashing the block as it is copied;
+        returns all its fields."""
         fields = [
             *fields,
             ("Content-Type", content_type),
@@ -417,13 +548,13 @@ class WarcSink:
         check = DigestPass(payload=payload is not None, http=is_http_block(content_type))
         # wbits=31: a gzip wrapper with a zero mtime, so equal input gives equal bytes (golden files).
         comp = zlib.compressobj(self._level, zlib.DEFLATED, 31)
-        warc.emit(comp.compress(head.encode("utf-8")))
+        out(comp.compress(head.encode("utf-8")))
         for chunk in block.chunks():
             check.update(chunk)
-            warc.emit(comp.compress(chunk))
+            out(comp.compress(chunk))
         # WARC 1.1 §4: a record ends with two CRLFs after its block.
-        warc.emit(comp.compress(b"\r\n\r\n"))
-        warc.emit(comp.flush())
+        out(comp.compress(b"\r\n\r\n"))
+        out(comp.flush())
         if check.length != block.length or check.block_hex() != block.block_digest.hex:
             raise _DigestMismatchError(f"block bytes changed since they were hashed ({check.length} bytes read)")
         if payload is not None and check.payload_hex() != payload.hex:
@@ -431,5 +562,4 @@ class WarcSink:
                 f"payload digest disagrees with the stored bytes (HTTP head ends at {check.payload_offset}, "
                 f"block says {block.payload_offset})"
             )
-        warc.records += 1
         return fields
