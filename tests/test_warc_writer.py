@@ -404,3 +404,29 @@ def test_failed_write_leaves_no_partial_group(tmp_path: Path) -> None:
     assert refused == "refused: OSError"
     assert [r.target_uri for r in iter_records(path)] == [None, "urn:1", "urn:2"]
     assert check_file(path) == [] and warcio_check(path).returncode == 0
+
+
+def test_a_failed_fsync_fails_the_group_and_retires_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux reports a lost writeback once (a later fsync may succeed without the lost pages), so after a
+    failed fsync nothing more is written to the file or claimed durable; it stays .open for repair."""
+    sink = make_sink(tmp_path)
+    (first,) = sink.write_group([resource(b"durable", "urn:1")])
+    real_fsync = os.fsync
+    failures = iter([OSError(5, "Input/output error")])
+
+    def fsync_failing_once(fd: int) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_failing_once)
+    with pytest.raises(WarcError, match="durable") as err:
+        sink.write_group([resource(b"lost", "urn:2")])
+    assert err.value.hint is not None and "repair" in err.value.hint
+    (after,) = sink.write_group([resource(b"next", "urn:3")])
+    closed = sink.close()
+    assert closed is not None and after.warc_file == closed.name != first.warc_file
+    retired = tmp_path / (first.warc_file + ".open")
+    assert retired.exists()  # left for the next run's repair, never closed as if it were whole
+    assert [r.target_uri for r in iter_records(closed.path)] == [None, "urn:3"]
