@@ -19,9 +19,10 @@ from sqlalchemy import select
 
 from archiver import jobs
 from archiver.archive import Archive
+from archiver.capture.gate import HostGate
 from archiver.capture.job import CaptureJob, CaptureSummary
-from archiver.capture.shards import ShardOptions, deal, processes_for, run_sharded
-from archiver.catalogue.models import Capture, Source, WarcFile
+from archiver.capture.shards import HostPool, ShardOptions, processes_for, run_sharded
+from archiver.catalogue.models import Artifact, Capture, Source, WarcFile
 from archiver.catalogue.store import SourceRequest
 from archiver.config import load_settings
 from archiver.manifest import parse_text
@@ -48,16 +49,16 @@ def sites() -> Iterator[list[Site]]:
         s.close()
 
 
-def test_deal_keeps_each_host_in_one_process_and_balances() -> None:
-    pairs = [(i, "big:80") for i in range(10)] + [(100 + i, f"h{i % 4}:80") for i in range(12)]
-    shares = deal(pairs, 3)
-    assert sorted(sid for ids, _ in shares for sid in ids) == sorted(sid for sid, _ in pairs)
-    owners = Counter(host for _, owned in shares for host in owned)
-    assert set(owners) == {"big:80", "h0:80", "h1:80", "h2:80", "h3:80"} and set(owners.values()) == {1}
-    assert sorted(len(ids) for ids, _ in shares) == [6, 6, 10]  # the busy host alone; 4 hosts of 3 in two
-    for ids, owned in shares:
-        assert all(dict(pairs)[sid] in owned for sid in ids)
-        assert ids == sorted(ids, key=[sid for sid, _ in pairs].index)  # each share keeps the given order
+def test_the_pool_hands_out_whole_hosts_busiest_first() -> None:
+    pairs = [(100 + i, f"h{i % 4}:80") for i in range(12)] + [(i, "big:80") for i in range(10)]
+    pool = HostPool(pairs)
+    order = [pool.take(i % 2) for i in range(5)]
+    assert pool.take(0) is None
+    assert [host for host, _ in order if host] == ["big:80", "h0:80", "h1:80", "h2:80", "h3:80"]  # ties by name
+    assert order[0] == ("big:80", list(range(10)))
+    assert order[1] == ("h0:80", [100, 104, 108])  # a host's sources in the given order
+    assert sorted(pool.given[0] + pool.given[1]) == sorted(sid for sid, _ in pairs)
+    assert pool.given[0] == [*range(10), 101, 105, 109, 103, 107, 111]  # big, h1 and h3
 
 
 def test_processes_for() -> None:
@@ -108,12 +109,42 @@ def test_a_run_over_two_processes_captures_each_source_once(archive: Archive, si
         report = s.scalars(select(Source).where(Source.url == report_url)).one()
         found = s.scalars(select(Source).where(Source.discovered_from_id == report.id)).all()
         assert sorted(f.url or "" for f in found) == sorted(cited)
-        # Two processes wrote at once, each into files of its own (named with its pid); the citations on the
-        # other process's hosts were taken by a second round, in processes of their own.
+        # Two processes wrote at once, each into files of its own (named with its pid); the citations on hosts
+        # another process held were taken by a second round (in this process alone when they are on one host:
+        # its file is named without a pid, as in a run of one process).
         tags = {w.name.removesuffix(".warc.gz").rsplit("-", 1)[1] for w in s.scalars(select(WarcFile))}
-        assert len(tags) >= 2 and all(t.isdigit() for t in tags)
+        assert len({t for t in tags if t.isdigit()}) >= 2
     _assert_catalogue_matches_warcs(archive)
     assert not multiprocessing.active_children()
+
+
+def test_a_process_held_up_by_a_slow_host_leaves_the_other_hosts_to_the_others(
+    sqlite_archive: Archive, sites: list[Site]
+) -> None:
+    """Hosts are handed out when a process would idle, not dealt ahead: dealt by their number of sources, the
+    slow host and one fast host would share a process while the other process waited."""
+    slow, *fast = sorted(sites, key=lambda s: HostGate.host_of(s.base))  # the pool's order for equal counts
+    urls = {s.base: [s.add(f"/p{i}.html", f"<html><body>{i}</body></html>") for i in range(4)] for s in fast}
+    urls[slow.base] = [slow.add(f"/p{i}.html", f"<html><body>{i}</body></html>", delay=0.4) for i in range(4)]
+    with sqlite_archive.store() as store:
+        for u in [u for group in urls.values() for u in group]:
+            store.ensure_source(SourceRequest(url=u))
+    options = ShardOptions(processes=2, workers=2, follow_citations=None, browser=False)
+    summary = run_sharded(sqlite_archive, options, lambda kind, data: None, max_time=None)
+    assert len(summary.captures) == 12 and summary.warnings == []
+    with sqlite_archive.session() as s:
+        stored = s.execute(
+            select(Source.url, WarcFile.name)
+            .join(Capture, Capture.source_id == Source.id)
+            .join(Artifact, Artifact.capture_id == Capture.id)
+            .join(WarcFile, WarcFile.id == Artifact.warc_file_id)
+            .where(Artifact.role == "page")
+        ).all()
+    process_of = {url: name.removesuffix(".warc.gz").rsplit("-", 1)[1] for url, name in stored}
+    tags = {base: {process_of[u] for u in group} for base, group in urls.items()}
+    assert all(len(t) == 1 for t in tags.values())  # a host stays in one process
+    assert tags[fast[0].base] == tags[fast[1].base] != tags[slow.base]
+    _assert_catalogue_matches_warcs(sqlite_archive)
 
 
 def test_a_capture_process_killed_alone_is_repaired_and_the_run_goes_on(
@@ -121,7 +152,7 @@ def test_a_capture_process_killed_alone_is_repaired_and_the_run_goes_on(
 ) -> None:
     fast, slow = sites[0], sites[1]
     fast_urls = [fast.add(f"/f{i}.html", f"<html><body>fast {i}</body></html>") for i in range(6)]
-    # Fewer sources: dealt to the child (the parent keeps the busiest host). Each answers after 2 s.
+    # Fewer sources: handed to the child (the parent starts with the busiest host). Each answers after 2 s.
     slow_urls = [slow.add(f"/s{i}.html", f"<html><body>slow {i}</body></html>", delay=2.0) for i in range(3)]
     with sqlite_archive.store() as store:
         for u in fast_urls + slow_urls:
@@ -216,10 +247,10 @@ class _FailsInChildren(CaptureJob):
 
     parent = os.getpid()
 
-    def capture_source(self, source_id: int, *, run_id: str | None = None) -> CaptureSummary:
+    def capture_source(self, source_id: int, *, run_id: str | None = None, begun: int | None = None) -> CaptureSummary:
         if os.getpid() != self.parent:
             raise RuntimeError("a bug in a capture process")
-        return super().capture_source(source_id, run_id=run_id)
+        return super().capture_source(source_id, run_id=run_id, begun=begun)
 
 
 def test_a_bug_in_a_capture_process_is_logged_not_shown(

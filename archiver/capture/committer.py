@@ -17,6 +17,7 @@ loses the open transaction whole (SQLite's journal, PostgreSQL's WAL): nothing i
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -170,7 +171,9 @@ class _Unit(Generic[T]):
 class GroupCommitter:
     """Runs units of work (see the module docstring) in shared transactions; thread-safe.
 
-    ``session`` opens a transaction that commits when its block ends (:meth:`archiver.archive.Archive.session`).
+    ``session`` opens a transaction that commits when its block ends (:meth:`archiver.archive.Archive.session`);
+    ``turn`` is held around each batch's transactions (:attr:`archiver.catalogue.db.Catalogue.writer_turn`), and the
+    batch is taken only once it is held.
     """
 
     def __init__(
@@ -180,10 +183,12 @@ class GroupCommitter:
         *,
         max_batch: int = MAX_BATCH,
         gather: float = GATHER_SECONDS,
+        turn: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._session = session
+        self._turn = turn
         self._clock = clock
         self._max = max_batch
         self._gather = gather
@@ -216,11 +221,19 @@ class GroupCommitter:
             # Leader: every unit not done is still queued, ours among them, though perhaps past this batch.
             if self._gather > 0 and self._last_batch > 1 and self.queued < self._max:
                 time.sleep(self._gather)
-            with self._lock:
-                batch, self._queue = self._queue[: self._max], self._queue[self._max :]
-                self._last_batch = len(batch)
+            batch: list[_Unit[Any]] = []
             try:
-                self._commit(batch)
+                # The batch is taken once the turn is ours: while another process commits, units keep queuing
+                # here and go into this transaction instead of waiting for the next.
+                with self._turn():
+                    batch = self._take()
+                    self._commit(batch)
+            except CatalogueError as exc:  # no turn (its lock file could not be opened): nothing can commit
+                if batch:
+                    raise
+                batch = self._take()
+                for u in batch:
+                    u.settle(error=exc)
             finally:
                 for u in batch:
                     if u is not unit:
@@ -234,6 +247,12 @@ class GroupCommitter:
         if unit.error is not None:
             raise unit.error
         return unit.value  # type: ignore[return-value]  # T, set by settle() when error is None
+
+    def _take(self) -> list[_Unit[Any]]:
+        with self._lock:
+            batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+            self._last_batch = len(batch)
+        return batch
 
     def _commit(self, units: list[_Unit[Any]]) -> None:
         try:

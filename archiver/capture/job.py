@@ -322,11 +322,14 @@ class CaptureJob:
         max_time: float | None = None,
         recover: bool = True,
         owns: Callable[[str], bool] | None = None,
+        more: Callable[[], list[int]] | None = None,
     ) -> RunSummary:
         """Capture the sources (default: every pending one) and what they cite.
 
         ``recover=False`` when the caller already repaired what a crash left (archiver.capture.shards);
-        ``owns(host)`` limits the cited sources captured here to hosts this job owns (the rest stay pending).
+        ``owns(host)`` limits the cited sources captured here to hosts this job owns (the rest stay pending);
+        ``more()``, when a worker would otherwise idle, gives more sources to capture (another host's, from a
+        run spread over processes), or an empty list when there are no more.
         """
         started = time.monotonic()
         deadline = started + max_time if max_time is not None else None
@@ -344,41 +347,59 @@ class CaptureJob:
         running: dict[Future[CaptureSummary | None], tuple[int, str]] = {}
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="capture") as pool:
+                asking = more
 
                 def fill() -> None:
                     """Keep a bounded window in flight, so --max-time can stop what has not started."""
-                    while waiting and len(running) < 2 * self.workers:
+                    nonlocal asking
+                    starting: list[tuple[int, str]] = []
+                    while (waiting or asking is not None) and len(running) + len(starting) < 2 * self.workers:
                         if self._stop.is_set() or (deadline is not None and time.monotonic() > deadline):
                             self._summary.stopped_early = True
                             waiting.clear()  # still pending in the catalogue: the next run takes them
-                            return
+                            break
                         taken = waiting.take()
+                        if taken is None and asking is not None:
+                            # The window is not full: take another host's sources rather than let the
+                            # workers wait on this dispatcher between captures.
+                            given = asking()
+                            if not given:
+                                asking = None
+                            for new_id, new_host in self.hosts_of(given):
+                                waiting.add(new_host, new_id)
+                            continue
                         if taken is None:
-                            return  # every waiting source's host is busy: wait for a capture to end
+                            break  # every waiting source's host is busy: wait for a capture to end
                         host, sid = taken
                         if sid in submitted:
                             waiting.done(host)
                             continue
                         submitted.add(sid)
-                        future = pool.submit(self._capture_guarded, sid)
+                        starting.append((sid, host))
+                    for sid, host, begun in self._begin_ahead(starting):
+                        future = pool.submit(self._capture_guarded, sid, begun)
                         running[future] = (sid, host)
                         future.add_done_callback(done.put)
 
                 fill()
                 while running:
-                    future = done.get()
-                    _, host = running.pop(future)
-                    waiting.done(host)
-                    result = future.result()
-                    if result is not None:
-                        self._summary.captures.append(result)
-                        self.progress("captured", result)
-                        new_ids = self._discovered.pop(result.source_id, [])
-                        for new_id in new_ids:
-                            self.progress("discovered", new_id)
-                        for new_id, new_host in self.hosts_of(new_ids):
-                            if owns is None or owns(new_host):
-                                waiting.add(new_host, new_id)
+                    # Every capture that has ended, then one fill: the captures it starts are begun together.
+                    ended = [done.get()]
+                    while not done.empty():
+                        ended.append(done.get())
+                    for future in ended:
+                        _, host = running.pop(future)
+                        waiting.done(host)
+                        result = future.result()
+                        if result is not None:
+                            self._summary.captures.append(result)
+                            self.progress("captured", result)
+                            new_ids = self._discovered.pop(result.source_id, [])
+                            for new_id in new_ids:
+                                self.progress("discovered", new_id)
+                            for new_id, new_host in self.hosts_of(new_ids):
+                                if owns is None or owns(new_host):
+                                    waiting.add(new_host, new_id)
                     fill()
         finally:
             self.sink.close()
@@ -389,6 +410,20 @@ class CaptureJob:
                 self.browser.close()
         self._summary.seconds = time.monotonic() - started
         return self._summary
+
+    def _begin_ahead(self, starting: list[tuple[int, str]]) -> list[tuple[int, str, int | None]]:
+        """The web captures of sources about to be handed to the workers, begun in one unit (each source with
+        its host and its capture's row; None where the worker begins its capture itself)."""
+        with self._lock:
+            facts = {sid: self._facts.get(sid) for sid, _ in starting}
+        web = [(sid, f) for sid, f in facts.items() if f is not None and self._web_first(f.url)]
+        begun: dict[int, int] = {}
+        if web:
+            try:
+                begun = dict(zip([sid for sid, _ in web], self._begin_many(web, "web", tool_versions()), strict=True))
+            except ArchiverError:
+                pass  # each worker begins its own capture, and reports what stops it
+        return [(sid, host, begun.get(sid)) for sid, host in starting]
 
     def hosts_of(self, source_ids: list[int]) -> list[tuple[int, str]]:
         """Each source with the host its capture starts on (as HostGate counts hosts), in the order given.
@@ -434,9 +469,9 @@ class CaptureJob:
         with self._lock:
             return self._discovered.pop(source_id, [])
 
-    def _capture_guarded(self, source_id: int) -> CaptureSummary | None:
+    def _capture_guarded(self, source_id: int, begun: int | None = None) -> CaptureSummary | None:
         try:
-            return self.capture_source(source_id)
+            return self.capture_source(source_id, begun=begun)
         except ArchiverError as exc:
             self.progress("error", f"source {source_id}: {exc.message}")
             return None
@@ -452,20 +487,25 @@ class CaptureJob:
             sid = src.id
         return self.run([sid])
 
-    def capture_source(self, source_id: int, *, run_id: str | None = None) -> CaptureSummary:
-        """Web capture of the source's page, then media capture when the page or platform suggests media."""
+    def capture_source(self, source_id: int, *, run_id: str | None = None, begun: int | None = None) -> CaptureSummary:
+        """Web capture of the source's page, then media capture when the page or platform suggests media.
+
+        ``begun``: the web capture's row, committed ``running`` by the run's dispatcher (:meth:`_begin_many`).
+        """
         facts = self._source_facts(source_id)
         url, follow, depth, kind = facts.url, facts.follow_citations, facts.depth, facts.kind
         platform_item = facts.platform is not None or kind == "video"
         if self.follow_override is not None:
             follow = self.follow_override
         ref = identify(url)
-        # A direct media URL is fetched once, by the media capturer: a web capture would download it twice.
-        direct_media = self.media is not None and ref.platform is None and ref.kind == "video"
+        direct_media = not self._web_first(url)
         results: list[_Part] = []
         page_type, page_html = None, None
         if not direct_media:
-            capture_id = self._begin(source_id, facts, "web", tool_versions(), run_id)
+            if begun is None:
+                capture_id = self._begin(source_id, facts, "web", tool_versions(), run_id)
+            else:
+                capture_id = self._started(begun)
             page = self.web.capture(url)
             try:
                 final = page.main.final
@@ -488,40 +528,72 @@ class CaptureJob:
             results.append(self._capture_media(source_id, _after(facts, results), platform_item, run_id))
         return _combine(source_id, url, results)
 
+    def _web_first(self, url: str) -> bool:
+        """Whether the source's capture starts with a web capture of its URL. A direct media URL does not: it is
+        fetched once, by the media capturer (a web capture would download it twice)."""
+        ref = identify(url)
+        return not (self.media is not None and ref.platform is None and ref.kind == "video")
+
     def _begin(
         self, source_id: int, facts: _SourceFacts, method: str, tools: dict[str, str], run_id: str | None = None
     ) -> int:
-        """Commit the Capture row as ``running`` before any traffic: a kill leaves a trace the next run sees.
+        """Commit the Capture row as ``running`` before any traffic: a kill leaves a trace the next run sees."""
+        (capture_id,) = self._begin_many([(source_id, facts)], method, tools, run_id)
+        return capture_id
+
+    def _begin_many(
+        self,
+        sources: list[tuple[int, _SourceFacts]],
+        method: str,
+        tools: dict[str, str],
+        run_id: str | None = None,
+    ) -> list[int]:
+        """:meth:`_begin` for several sources in one unit of work: the run's dispatcher begins the web captures
+        of the sources it hands to the workers, so that a worker does not wait for a commit before its traffic.
 
         The unit only inserts (what the receipt states of the source comes from ``facts``), so it adds nothing
-        to the time its transaction holds the catalogue's write lock but the row itself.
+        to the time its transaction holds the catalogue's write lock but the rows themselves.
         """
         arch = self.archive
-        values: dict[str, Any] = {
-            "source_id": source_id,
-            "method": method,
-            "started_at": arch.clock.now(),
-            "outcome": "running",
-            "requested_url": facts.url,
-            "collector": arch.settings.collector,
-            "egress": self.fetch_settings.egress,
-            "tools": tools,
-            "run_id": run_id,
-            "worker": self.worker,
-        }
-        capture_id = self._committer.submit(lambda b: b.insert_returning_id(Capture, values)).get()
+        started_at = arch.clock.now()
+        rows: list[dict[str, Any]] = [
+            {
+                "source_id": source_id,
+                "method": method,
+                "started_at": started_at,
+                "outcome": "running",
+                "requested_url": facts.url,
+                "collector": arch.settings.collector,
+                "egress": self.fetch_settings.egress,
+                "tools": tools,
+                "run_id": run_id,
+                "worker": self.worker,
+            }
+            for source_id, facts in sources
+        ]
+        pending = self._committer.submit(lambda b: [b.insert_returning_id(Capture, row) for row in rows])
+        ids = [p.get() for p in pending]
         with self._lock:
-            self._begun[capture_id] = _Begun(
-                source_id,
-                method,
-                values["started_at"],
-                values["collector"],
-                values["egress"],
-                tools,
-                facts.url,
-                facts.status,
-                facts.incidents,
-            )
+            for capture_id, (source_id, facts), row in zip(ids, sources, rows, strict=True):
+                self._begun[capture_id] = _Begun(
+                    source_id,
+                    method,
+                    started_at,
+                    row["collector"],
+                    row["egress"],
+                    tools,
+                    facts.url,
+                    facts.status,
+                    facts.incidents,
+                )
+        return ids
+
+    def _started(self, capture_id: int) -> int:
+        """A capture begun ahead of its traffic starts now: its start time is the time its traffic starts."""
+        with self._lock:
+            begun = self._begun.get(capture_id)
+            if begun is not None:
+                self._begun[capture_id] = replace(begun, started_at=self.archive.clock.now())
         return capture_id
 
     def _write_page(self, page: PageCapture) -> list[tuple[str, str | None, RecordRef]]:
@@ -744,6 +816,7 @@ class CaptureJob:
             )
         ended = {
             "b_id": capture_id,
+            "b_started_at": begun.started_at,  # when its traffic started (a capture may be begun ahead of it)
             "b_ended_at": now,
             "b_outcome": outcome,
             "b_final_url": final_url,
@@ -872,7 +945,7 @@ class CaptureJob:
     @cached_property
     def _committer(self) -> GroupCommitter:
         """The transactions every capture thread of this job shares (created on first use)."""
-        return GroupCommitter(self.archive.session, self.archive.clock)
+        return GroupCommitter(self.archive.session, self.archive.clock, turn=self.archive.catalogue.writer_turn)
 
     @cached_property
     def _begun(self) -> dict[int, _Begun]:
@@ -963,7 +1036,7 @@ class _Begun:
 
 # The catalogue statements of a capture's end, built once: each runs once per batch of captures.
 _CAPTURES = cast(Table, Capture.__table__)
-_ENDED = ("ended_at", "outcome", "final_url", "http_status", "error", "details", "tools")
+_ENDED = ("started_at", "ended_at", "outcome", "final_url", "http_status", "error", "details", "tools")
 _END_CAPTURE = (
     update(_CAPTURES)
     .where(_CAPTURES.c.id == bindparam("b_id"))

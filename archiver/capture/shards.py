@@ -4,10 +4,12 @@ One process cannot go faster than its interpreter: a captured page costs 10-15 m
 WARC records, digests, the catalogue's rows and custody events), and under the GIL that caps a process at
 70-100 pages/s whatever its thread count (bench/README.md). So the run is split by host:
 
-- The parent repairs what a crash left (:meth:`CaptureJob.recover`), chooses the pending sources, deals their
-  hosts out to ``n`` processes (every source of a host goes to the same process, so ``per_host`` holds exactly),
-  closes its catalogue connections and forks. A child shares nothing with the parent but the run lock's file
-  description (held until the parent exits) and the pipe it reports on.
+- The parent repairs what a crash left (:meth:`CaptureJob.recover`), chooses the pending sources and groups them
+  by host, busiest host first. It closes its catalogue connections and forks. A child shares nothing with the
+  parent but the run lock's file description (held until the parent exits) and the pipe it talks on.
+- Hosts are handed out on demand: a process whose workers would idle asks for the next host (the parent
+  answers its children through their pipes) and captures all of that host's sources, so ``per_host`` holds
+  exactly, and a process that drew slow or heavy hosts takes fewer of them instead of finishing last.
 - Each child runs a :class:`CaptureJob` over its share with its part of the worker threads, its own WARC files
   (named with its pid, ``flock``-held as the distributed workers' are) and its own group commit. SQLite
   serialises the processes' transactions (``BEGIN IMMEDIATE`` and the busy timeout), and each transaction reads
@@ -61,28 +63,32 @@ def processes_for(setting: int, sources: int, hosts: int, workers: int) -> int:
     return max(1, min(wanted, hosts, workers))
 
 
-def deal(hosts: list[tuple[int, str]], n: int) -> list[tuple[list[int], set[str]]]:
-    """Each process's sources (in the given order) and hosts: hosts go, busiest first, to the process with the
-    fewest sources so far, so a site cited a hundred times does not share a process with others."""
-    by_host: dict[str, list[int]] = {}
-    for sid, host in hosts:
-        by_host.setdefault(host, []).append(sid)
-    shares: list[tuple[list[int], set[str]]] = [([], set()) for _ in range(n)]
-    for host in sorted(by_host, key=lambda h: (-len(by_host[h]), h)):
-        ids, owned = min(shares, key=lambda share: len(share[0]))
-        ids.extend(by_host[host])
-        owned.add(host)
-    order = {sid: i for i, (sid, _) in enumerate(hosts)}
-    for ids, _ in shares:
-        ids.sort(key=order.__getitem__)
-    return shares
+class HostPool:
+    """The hosts of a round, each with its sources, handed out whole, busiest host first (thread-safe)."""
+
+    def __init__(self, pairs: list[tuple[int, str]]) -> None:
+        by_host: dict[str, list[int]] = {}
+        for sid, host in pairs:
+            by_host.setdefault(host, []).append(sid)
+        self._left = sorted(by_host.items(), key=lambda item: (-len(item[1]), item[0]), reverse=True)
+        self._lock = threading.Lock()
+        self.given: dict[int, list[int]] = {}  # process number -> the sources handed to it
+
+    def take(self, process: int) -> tuple[str, list[int]] | None:
+        """The next host and its sources for ``process``, or None when every host has been handed out."""
+        with self._lock:
+            if not self._left:
+                return None
+            host, ids = self._left.pop()
+            self.given.setdefault(process, []).extend(ids)
+            return host, ids
 
 
 @dataclass
 class _Child:
     process: Any
     conn: Connection
-    sources: list[int]
+    number: int  # its number in the round's HostPool
     summary: RunSummary | None = None
     tried: list[int] = field(default_factory=list)
 
@@ -119,10 +125,11 @@ def run_sharded(
         if n == 1:  # a small run: in this process, as it always was
             _merge(total, _run_here(archive, options, [sid for sid, _ in pairs], deadline, progress, job_factory))
             break  # one job captures what its sources cite itself: nothing is left for another round
-        children, interrupted = _round(archive, options, deal(pairs, n), deadline, progress, job_factory, total, tried)
+        pool = HostPool(pairs)
+        children, interrupted = _round(archive, options, n, pool, deadline, progress, job_factory, total, tried)
         died = [c for c in children if c.summary is None]
         for c in children:
-            tried.update(c.sources if c.summary is None else c.tried)
+            tried.update(pool.given.get(c.number, []) if c.summary is None else c.tried)
             if c.summary is not None:
                 _merge(total, c.summary)
         if died:
@@ -198,27 +205,36 @@ def _run_here(
 def _round(
     archive: Archive,
     options: ShardOptions,
-    shares: list[tuple[list[int], set[str]]],
+    n: int,
+    pool: HostPool,
     deadline: float | None,
     progress: ProgressCallback,
     job_factory: Callable[..., CaptureJob],
     total: RunSummary,
     tried: set[int],
 ) -> tuple[list[_Child], bool]:
-    """The first share is captured here, the others each in a child; returns the children and whether Ctrl-C
-    interrupted the round."""
-    n = len(shares)
+    """``n`` processes take hosts from ``pool``: this one and ``n - 1`` children; returns the children and
+    whether Ctrl-C interrupted the round. Each starts with one host (the busiest to this process), and asks
+    for the next whenever its workers would idle."""
     workers = [options.workers // n + (1 if i < options.workers % n else 0) for i in range(n)]
+    first = [_take(pool, i, owned) for i, owned in enumerate([set[str]() for _ in range(n)])]
     # Built before any fork: what it refuses (no ffmpeg, no key) is refused once, before a child exists.
     job = _job(archive, options, workers[0], progress, job_factory, file_tag=str(os.getpid()))
-    children = _start(archive, options, shares[1:], workers[1:], deadline, job_factory)
-    relay = threading.Thread(target=_collect, args=(children, progress), name="capture-relay", daemon=True)
+    children = _start(archive, options, workers[1:], first[1:], deadline, job_factory)
+    relay = threading.Thread(target=_collect, args=(children, progress, pool), name="capture-relay", daemon=True)
     relay.start()
-    ids, owned = shares[0]
+    ids, owned = first[0]
     interrupted = False
     try:
         try:
-            _merge(total, job.run(ids, max_time=_left(deadline), recover=False, owns=lambda host: host in owned))
+            summary = job.run(
+                ids,
+                max_time=_left(deadline),
+                recover=False,
+                owns=owned.__contains__,
+                more=lambda: _take(pool, 0, owned)[0],
+            )
+            _merge(total, summary)
         finally:
             tried.update(job.submitted)
     except KeyboardInterrupt:
@@ -231,11 +247,22 @@ def _round(
     return children, interrupted
 
 
+def _take(pool: HostPool, process: int, owned: set[str]) -> tuple[list[int], set[str]]:
+    """The next host's sources for this process, which then owns the host (its citations are captured there);
+    no sources when every host has been handed out. Returns the sources and ``owned``."""
+    got = pool.take(process)
+    if got is None:
+        return [], owned
+    host, ids = got
+    owned.add(host)
+    return ids, owned
+
+
 def _start(
     archive: Archive,
     options: ShardOptions,
-    shares: list[tuple[list[int], set[str]]],
     workers: list[int],
+    first: list[tuple[list[int], set[str]]],
     deadline: float | None,
     job_factory: Callable[..., CaptureJob],
 ) -> list[_Child]:
@@ -247,9 +274,9 @@ def _start(
     gc.freeze()
     ctx = multiprocessing.get_context("fork")
     children = []
-    for i, (ids, owned) in enumerate(shares):
+    for i, (count, (ids, owned)) in enumerate(zip(workers, first, strict=True), start=1):
         number = next(_numbers)  # never the same twice in this process, whatever the round (ids.for_process)
-        parent_end, child_end = ctx.Pipe(duplex=False)
+        parent_end, child_end = ctx.Pipe()
         proc = ctx.Process(
             target=_child_main,
             args=(
@@ -257,7 +284,7 @@ def _start(
                 options,
                 ids,
                 owned,
-                max(1, workers[i]),
+                max(1, count),
                 deadline,
                 child_end,
                 job_factory,
@@ -269,18 +296,22 @@ def _start(
         )
         proc.start()
         child_end.close()
-        children.append(_Child(proc, parent_end, ids))
+        children.append(_Child(proc, parent_end, i))
     return children
 
 
-def _collect(children: list[_Child], progress: ProgressCallback) -> None:
-    """Relay the children's progress until every child has ended (a thread of the parent)."""
+def _collect(children: list[_Child], progress: ProgressCallback, pool: HostPool) -> None:
+    """Relay the children's progress and answer their requests for hosts until every child has ended (a thread
+    of the parent)."""
     live = {c.conn: c for c in children}
     while live:
         for conn in wait(list(live)):
             child = live[conn]  # type: ignore[index]
             try:
                 kind, data = child.conn.recv()
+                if kind == "more":
+                    child.conn.send(pool.take(child.number))
+                    continue
             except (EOFError, OSError):
                 child.process.join()
                 del live[conn]  # type: ignore[arg-type]
@@ -313,22 +344,34 @@ def _child_main(
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     mine = Archive(archive.settings, clock=archive.clock, ids=archive.ids.for_process(number))
+    sending = threading.Lock()  # progress comes from the workers too; one message at a time on the pipe
 
     def send(kind: str, data: Any) -> None:
-        conn.send((kind, data))
+        with sending:
+            conn.send((kind, data))
+
+    def more() -> list[int]:
+        """Ask the parent for the next host (only this, the job's dispatching thread, reads the pipe)."""
+        send("more", None)
+        got = conn.recv()
+        if got is None:
+            return []
+        host, ids = got
+        owned.add(host)
+        return list(ids)
 
     job = None
     try:
         job = _job(mine, options, workers, send, job_factory, file_tag=str(os.getpid()))
         signal.signal(signal.SIGTERM, lambda _sig, _frame: job.stop() if job is not None else None)
-        summary = job.run(ids, max_time=_left(deadline), recover=False, owns=lambda host: host in owned)
-        conn.send(("done", (summary, sorted(job.submitted))))
+        summary = job.run(ids, max_time=_left(deadline), recover=False, owns=owned.__contains__, more=more)
+        send("done", (summary, sorted(job.submitted)))
     except ArchiverError as exc:
-        conn.send(("error", exc.message))
+        send("error", exc.message)
         raise SystemExit(2) from None
     except Exception as exc:  # a bug: into the run log with its traceback, never onto the terminal
         logging.getLogger("archiver").exception("capture process %s failed", os.getpid())
-        conn.send(("error", f"capture process {os.getpid()} failed ({type(exc).__name__}: {exc}); see the run log"))
+        send("error", f"capture process {os.getpid()} failed ({type(exc).__name__}: {exc}); see the run log")
         raise SystemExit(70) from None
     finally:
         mine.close()
@@ -347,4 +390,4 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-__all__ = ["ShardOptions", "deal", "processes_for", "run_sharded"]
+__all__ = ["HostPool", "ShardOptions", "processes_for", "run_sharded"]

@@ -7,8 +7,12 @@ outside this module knows which backend it talks to.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +129,53 @@ def check_schema(engine: Engine) -> None:
         )
 
 
+class WriterTurn:
+    """Takes turns among this catalogue's writers, across processes: a capture run over several processes
+    commits from each of them at once, and SQLite's busy handler makes a writer that finds the lock taken sleep
+    (1, 2, 5, 10 ms and longer) before it tries again. An ``flock`` on a file beside the database blocks instead
+    and wakes the next writer as soon as the lock is released. SQLite's own locking still decides what is
+    correct; the turn only orders the writers that take it (the group commit of capture runs).
+
+    Within a process the turn is a thread lock; the file is opened once per process (a forked child must not
+    share its parent's open file, whose lock the two would then hold together).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            fd = self._open()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _open(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise CatalogueError(f"cannot open the catalogue's writer lock {self.path}: {exc}") from exc
+            self._pid = os.getpid()
+        return self._fd
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()  # a fork copies a lock another thread may have held
+        self._fd, self._pid = None, 0
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd, self._pid = None, 0
+
+
 class Catalogue:
     """An engine and a session factory. ``with cat.session() as s:`` commits on success, rolls back on error."""
 
@@ -132,6 +183,18 @@ class Catalogue:
         self.url = url
         self.engine = create_catalogue_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        database = self.engine.url.database
+        self._turn = (
+            WriterTurn(Path(f"{database}.writer-lock"))
+            if self.dialect == "sqlite" and database and database != ":memory:"
+            else None
+        )
+
+    @property
+    def writer_turn(self) -> Callable[[], AbstractContextManager[None]]:
+        """A turn to write (see :class:`WriterTurn`), taken before a transaction begins; PostgreSQL's writers
+        block on its locks without polling and need none."""
+        return self._turn if self._turn is not None else contextlib.nullcontext
 
     @property
     def dialect(self) -> str:
@@ -175,3 +238,5 @@ class Catalogue:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._turn is not None:
+            self._turn.close()
