@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -89,7 +90,30 @@ def _assert_catalogue_matches_warcs(archive: Archive) -> None:
             assert rec.block_sha256 == a.block_sha256
             declared = dict(rec.headers).get("WARC-Payload-Digest")
             assert a.payload_sha256 == (rec.payload_sha256 if declared else None)
+            cap = a.capture
+            if cap.method == "web" and a.role in ("request", "redirect", "page", "requisite"):
+                # A capture's start is when its traffic started, even when its row was begun ahead of it.
+                assert cap.started_at <= a.record_date and (cap.ended_at is None or a.record_date <= cap.ended_at)
         assert custody.check_chain(s).ok
+
+
+def test_a_capture_begun_ahead_starts_when_its_traffic_starts(sqlite_archive: Archive, site: Site) -> None:
+    """The dispatcher commits the rows of the captures it hands out; one that waits for a free worker states
+    the time its traffic started, not the time it was handed out."""
+    urls = [site.add(f"/q{i}.html", f"<html><body>{i}</body></html>") for i in range(3)]
+    with sqlite_archive.store() as store:
+        for u in urls:
+            store.ensure_source(SourceRequest(url=u))
+    settings = FetchSettings(connect_timeout=1, read_timeout=1, total_timeout=2, retries=0)
+    job = CaptureJob(sqlite_archive, workers=1, fetch_settings=settings, gate=HostGate(4, 0.0))
+    summary = job.run()
+    assert [c.outcome for c in summary.captures] == ["ok"] * 3
+    with sqlite_archive.session() as s:
+        caps = s.scalars(select(Capture).where(Capture.method == "web").order_by(Capture.id)).all()
+        assert len(caps) == 3 and len({c.started_at for c in caps}) == 3
+        for before, after in itertools.pairwise(sorted(caps, key=lambda c: c.started_at)):
+            assert before.ended_at is not None and before.ended_at < after.started_at  # one worker: one at a time
+    _assert_catalogue_matches_warcs(sqlite_archive)
 
 
 def test_report_page_requisites_and_citations(archive: Archive, site: Site) -> None:
