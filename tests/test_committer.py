@@ -281,7 +281,7 @@ def test_a_capture_begun_by_another_job_object_is_finished_from_its_row(archive:
         http_status=None,
         final_url=None,
         error="connection refused",
-        refs=[],
+        records=[],
         details={},
     )
     first.close()

@@ -430,3 +430,33 @@ def test_a_failed_fsync_fails_the_group_and_retires_the_file(tmp_path: Path, mon
     retired = tmp_path / (first.warc_file + ".open")
     assert retired.exists()  # left for the next run's repair, never closed as if it were whole
     assert [r.target_uri for r in iter_records(closed.path)] == [None, "urn:3"]
+
+
+def test_records_added_by_then_know_where_the_group_landed(tmp_path: Path) -> None:
+    """``then`` (a receipt listing the group's offsets) ends the same group: one file, one fsync."""
+    sink = make_sink(tmp_path)
+    sink.write_group([resource(b"before", "urn:before")])
+    seen: list[RecordRef] = []
+
+    def listing(refs: list[RecordRef]) -> list[RecordSpec]:
+        seen.extend(refs)
+        return [metadata("".join(f"at: {r.offset}+{r.length}\r\n" for r in refs), "urn:listing")]
+
+    refs = sink.write_group(http_pair(sink, "http://example.test/a", body(3000)), then=listing)
+    assert refs[:2] == seen and len(refs) == 3
+    assert refs[2].offset == refs[1].offset + refs[1].length and refs[2].warc_file == refs[0].warc_file
+    size = (tmp_path / (refs[0].warc_file + ".open")).stat().st_size
+
+    def broken(refs: list[RecordRef]) -> list[RecordSpec]:
+        raise ValueError("cannot sign")
+
+    with pytest.raises(ValueError, match="cannot sign"):
+        sink.write_group([resource(b"lost", "urn:lost")], then=broken)
+    assert (tmp_path / (refs[0].warc_file + ".open")).stat().st_size == size  # nothing of that group kept
+    closed = sink.close()
+    assert closed is not None
+    listed = {r.target_uri: r for r in iter_records(closed.path)}
+    assert set(listed) == {None, "urn:before", "http://example.test/a", "urn:listing"}
+    text = _stored_blocks(closed.path)[listed["urn:listing"].record_id].decode()
+    assert text == "".join(f"at: {r.offset}+{r.length}\r\n" for r in seen)
+    assert check_file(closed.path) == [] and warcio_check(closed.path).returncode == 0

@@ -512,9 +512,9 @@ class CaptureJob:
                 page_type = media_type(final) or None
                 if final is not None and page_type in HTML_TYPES:
                     page_html = decoded_body(final)
-                refs = self._write_page(page)
+                records = self._page_records(page)
                 citations = self._citations(page) if follow and depth < MAX_CITATION_DEPTH else []
-                results.append(self._finish_web(source_id, capture_id, url, page, refs, citations, depth))
+                results.append(self._finish_web(source_id, capture_id, url, page, records, citations, depth))
             finally:
                 page.close()
         if (
@@ -596,8 +596,8 @@ class CaptureJob:
                 self._begun[capture_id] = replace(begun, started_at=self.archive.clock.now())
         return capture_id
 
-    def _write_page(self, page: PageCapture) -> list[tuple[str, str | None, RecordRef]]:
-        """All records of the page in one group (contiguous, one fsync), each with its role and media type."""
+    def _page_records(self, page: PageCapture) -> list[tuple[str, str | None, RecordSpec]]:
+        """All records of the page, each with its role and media type (written as one group by _finish)."""
         specs: list[tuple[str, str | None, RecordSpec]] = []
         main_ids = {id(ex) for ex in page.main.exchanges}
         final = page.main.final
@@ -608,11 +608,7 @@ class CaptureJob:
                     specs.append(("request", None, spec))
                 else:
                     specs.append((role, media_type(ex) or None, spec))
-        return self._write(specs)
-
-    def _write(self, specs: list[tuple[str, str | None, RecordSpec]]) -> list[tuple[str, str | None, RecordRef]]:
-        refs = self.sink.write_group([spec for _, _, spec in specs])
-        return [(role, mtype, ref) for (role, mtype, _), ref in zip(specs, refs, strict=True)]
+        return specs
 
     def _citations(self, page: PageCapture) -> list[Any]:
         final = page.main.final
@@ -645,7 +641,7 @@ class CaptureJob:
         capture_id: int,
         url: str,
         page: PageCapture,
-        refs: list[tuple[str, str | None, RecordRef]],
+        records: list[tuple[str, str | None, RecordSpec]],
         citations: list[Any],
         depth: int,
     ) -> _Part:
@@ -670,7 +666,7 @@ class CaptureJob:
             http_status=main.status,
             final_url=main.final_url,
             error=main.error,
-            refs=refs,
+            records=records,
             details=details,
             citations=citations,
             depth=depth,
@@ -683,7 +679,6 @@ class CaptureJob:
         capture_id = self._begin(source_id, facts, "browser", tool_versions(), run_id)
         result = self.browser.capture(url, self.sink.new_record_id)
         try:
-            refs = self._write(result.specs) if result.specs else []
             return self._finish(
                 source_id,
                 capture_id,
@@ -693,7 +688,7 @@ class CaptureJob:
                 http_status=result.http_status,
                 final_url=result.final_url,
                 error=result.error,
-                refs=refs,
+                records=result.specs,
                 details=result.details,
                 tools=result.tools,
             )
@@ -713,7 +708,6 @@ class CaptureJob:
         capture_id = self._begin(source_id, facts, "media", tool_versions(), run_id)
         result = self.media.capture(url)
         try:
-            refs = self._write(list(result.records)) if result.records else []
             # The platform's removal of a post or video is the source being gone; an article whose embedded
             # video was removed is still online (its web capture decides).
             outcome = {"ok": "ok", "removed": "gone" if platform_item else "failed"}.get(result.outcome, "failed")
@@ -740,7 +734,7 @@ class CaptureJob:
                 http_status=None,
                 final_url=identity.webpage_url if identity and identity.webpage_url else url,
                 error=result.error,
-                refs=refs,
+                records=list(result.records),
                 details=details,
                 tools=result.tools,
                 conversions=result.conversions,
@@ -760,7 +754,7 @@ class CaptureJob:
         http_status: int | None,
         final_url: str | None,
         error: str | None,
-        refs: list[tuple[str, str | None, RecordRef]],
+        records: list[tuple[str, str | None, RecordSpec]],
         details: dict[str, Any],
         citations: list[Any] | None = None,
         depth: int = 0,
@@ -768,43 +762,47 @@ class CaptureJob:
         conversions: list[dict[str, str]] | None = None,
         media_items: list[dict[str, Any]] | None = None,
     ) -> _Part:
-        """One transaction: artifacts, the capture's end, the source's status, custody events, cited sources.
+        """Write the capture's records with its receipt (one group), then one transaction: artifacts, the
+        capture's end, the source's status, custody events, cited sources.
 
         The transaction is shared with other captures' (:mod:`archiver.capture.committer`); it has committed
         when this returns. Everything is prepared from values in memory first (the capture as :meth:`_begin`
-        committed it), so the transaction only writes, apart from reading the source's status.
+        committed it), so the transaction only writes.
         """
         arch = self.archive
-        warc_ids = {ref.warc_file: self._warc_id(ref.warc_file) for _, _, ref in refs}
         now = arch.clock.now()
         begun = self._begun_capture(capture_id)
         all_tools = {**begun.tools, **tools} if tools else begun.tools
+        issued = None
+        refs: list[tuple[str, str | None, RecordRef]] = []
+        facts = receipts.CaptureFacts(
+            capture_id,
+            begun.method,
+            begun.started_at,
+            now,
+            outcome,
+            http_status,
+            final_url,
+            begun.collector,
+            begun.egress,
+            all_tools,
+            source_id,
+            begun.source_url,
+            begun.incidents,
+        )
+        if records:
+            # The records and the receipt that lists them (their offsets are known as the group is written),
+            # fsynced together, outside any transaction (a rotation's on_close commits on its own).
+            written, issued = receipts.write_with_receipt(self.sink, self.signer, facts, [r for _, _, r in records])
+            refs = [(role, mtype, ref) for (role, mtype, _), ref in zip(records, written, strict=True)]
+        warc_ids = {ref.warc_file: self._warc_id(ref.warc_file) for _, _, ref in refs}
         artifacts = [
             artifact_values(
                 ref, capture_id=capture_id, role=role, warc_file_id=warc_ids[ref.warc_file], media_type=mtype
             )
             for role, mtype, ref in refs
         ]
-        issued = None
-        if refs:
-            # The receipt lists the records just written (their offsets are known now); it is written and fsynced
-            # outside any transaction (a rotation's on_close commits on its own), then recorded with the rows.
-            facts = receipts.CaptureFacts(
-                capture_id,
-                begun.method,
-                begun.started_at,
-                now,
-                outcome,
-                http_status,
-                final_url,
-                begun.collector,
-                begun.egress,
-                all_tools,
-                source_id,
-                begun.source_url,
-                begun.incidents,
-            )
-            issued = receipts.write_receipt(self.sink, self.signer, facts, [ref for _, _, ref in refs])
+        if issued is not None:
             warc_ids.setdefault(issued.ref.warc_file, self._warc_id(issued.ref.warc_file))
             names = {v: k for k, v in warc_ids.items()}
             # The receipt must be what verify will rebuild from the rows about to be inserted.

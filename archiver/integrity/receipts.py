@@ -13,7 +13,9 @@ file calls the sink's ``on_close``, which opens its own transaction and takes th
 
 1. :func:`write_receipt` (no transaction open): builds and signs the receipt, writes it as a WARC ``metadata``
    record (``application/json``, target ``urn:archiver:receipt:<capture id>``,
-   ``WARC-Refers-To`` the main response record), fsynced;
+   ``WARC-Refers-To`` the main response record), fsynced. :func:`write_with_receipt` writes a capture's records
+   and its receipt in one group instead (one fsync): the receipt is built and signed once the records' places
+   in the file are known, before the group is made durable;
 2. :func:`record_receipt` (in the transaction that adds the capture's Artifact rows and ends the Capture): the
    receipt record's Artifact row (role ``receipt``), the :class:`Receipt` row and a custody event ``signed``.
    It first rebuilds the receipt from those rows and refuses one that does not match, so every receipt the
@@ -42,7 +44,7 @@ from archiver.catalogue.warcs import artifact_from_ref
 from archiver.clock import Clock, utc_iso
 from archiver.errors import ArchiverError
 from archiver.keys import Signer
-from archiver.warc.block import block_from_bytes
+from archiver.warc.block import Block, block_from_bytes
 from archiver.warc.records import METADATA, REQUEST, RESPONSE, RecordRef, RecordSpec
 from archiver.warc.writer import WarcSink
 
@@ -251,6 +253,56 @@ def _main_record(refs: Sequence[ReceiptRecord], final_url: str | None) -> str | 
     return next((r.record_id for r in refs if r.record_type != REQUEST), None)
 
 
+@dataclass(frozen=True)
+class SignedReceipt:
+    """A receipt built and signed, not yet written (:func:`sign_receipt`)."""
+
+    facts: CaptureFacts
+    canonical: bytes
+    sha256: str
+    signature: bytes
+    key_id: str
+    records: tuple[ReceiptRecord, ...]
+    refers_to: str | None
+
+    def spec(self, block: Block) -> RecordSpec:
+        """Its WARC record, with ``block`` made of :attr:`canonical` (``block_from_bytes(..., has_payload=False)``)."""
+        # WARC 1.1: WARC-Refers-To links a metadata record to the record it describes. The signature and key id
+        # go in extension fields (WARC 1.1 §4 allows them; readers ignore unknown fields): the WARC alone carries
+        # both.
+        headers = (() if self.refers_to is None else (("WARC-Refers-To", self.refers_to),)) + (
+            ("Archiver-Key-Id", self.key_id),
+            ("Archiver-Signature", f"ed25519:{self.signature.hex()}"),
+        )
+        return RecordSpec(METADATA, block, RECEIPT_MEDIA_TYPE, receipt_uri(self.facts.capture_id), headers=headers)
+
+    def issued(self, ref: RecordRef) -> IssuedReceipt:
+        return IssuedReceipt(self.facts, self.canonical, self.sha256, self.signature, self.key_id, ref, self.records)
+
+
+def sign_receipt(
+    signer: Signer,
+    facts: CaptureFacts,
+    refs: Sequence[RecordRef | ReceiptRecord],
+    *,
+    refers_to: str | None = None,
+) -> SignedReceipt:
+    """Build and sign the receipt of a capture whose records are ``refs``.
+
+    ``refs`` are what the sink returned for the capture's records, or (for a capture committed before receipts
+    existed) :class:`ReceiptRecord` values from :func:`catalogue_records`.
+    """
+    records = [ReceiptRecord.from_ref(r) if isinstance(r, RecordRef) else r for r in refs]
+    if not records:
+        raise ValueError("a receipt lists the records of its capture; this capture wrote none")
+    ordered = tuple(sorted(records, key=_record_order))
+    canonical = canonical_json(receipt_document(facts, signer.key_id, ordered))
+    digest = hashlib.sha256(canonical).digest()
+    signature = signer.sign(digest)
+    main = refers_to if refers_to is not None else _main_record(records, facts.final_url)
+    return SignedReceipt(facts, canonical, digest.hex(), signature, signer.key_id, ordered, main)
+
+
 def write_receipt(
     sink: WarcSink,
     signer: Signer,
@@ -260,30 +312,33 @@ def write_receipt(
     refers_to: str | None = None,
 ) -> IssuedReceipt:
     """Build, sign and write the receipt of a capture whose records ``refs`` are on disk. Call it with no
-    catalogue transaction open (see the module docstring); raises :class:`WarcError` if the write fails.
+    catalogue transaction open (see the module docstring); raises :class:`WarcError` if the write fails."""
+    signed = sign_receipt(signer, facts, refs, refers_to=refers_to)
+    with block_from_bytes(signed.canonical, has_payload=False) as block:
+        (ref,) = sink.write_group([signed.spec(block)])
+    return signed.issued(ref)
 
-    ``refs`` are what the sink returned for the capture's records, or (for a capture committed before receipts
-    existed) :class:`ReceiptRecord` values from :func:`catalogue_records`.
-    """
-    records = [ReceiptRecord.from_ref(r) if isinstance(r, RecordRef) else r for r in refs]
-    if not records:
-        raise ValueError("a receipt lists the records of its capture; this capture wrote none")
-    ordered = tuple(sorted(records, key=_record_order))
-    doc = receipt_document(facts, signer.key_id, ordered)
-    canonical = canonical_json(doc)
-    digest = hashlib.sha256(canonical).digest()
-    signature = signer.sign(digest)
-    main = refers_to if refers_to is not None else _main_record(records, facts.final_url)
-    # WARC 1.1: WARC-Refers-To links a metadata record to the record it describes. The signature and key id go
-    # in extension fields (WARC 1.1 §4 allows them; readers ignore unknown fields): the WARC alone carries both.
-    headers = (() if main is None else (("WARC-Refers-To", main),)) + (
-        ("Archiver-Key-Id", signer.key_id),
-        ("Archiver-Signature", f"ed25519:{signature.hex()}"),
-    )
-    with block_from_bytes(canonical, has_payload=False) as block:
-        spec = RecordSpec(METADATA, block, RECEIPT_MEDIA_TYPE, receipt_uri(facts.capture_id), headers=headers)
-        (ref,) = sink.write_group([spec])
-    return IssuedReceipt(facts, canonical, digest.hex(), signature, signer.key_id, ref, ordered)
+
+def write_with_receipt(
+    sink: WarcSink, signer: Signer, facts: CaptureFacts, specs: Sequence[RecordSpec]
+) -> tuple[list[RecordRef], IssuedReceipt]:
+    """Write a capture's records and its receipt as one group: one file, one fsync. The receipt is built and
+    signed while the group is written, once the records' places are known. Call it with no catalogue
+    transaction open; raises :class:`WarcError` if the write fails (then none of the group is kept)."""
+    made: list[tuple[SignedReceipt, Block]] = []
+
+    def receipt(refs: list[RecordRef]) -> list[RecordSpec]:
+        signed = sign_receipt(signer, facts, refs)
+        block = block_from_bytes(signed.canonical, has_payload=False)
+        made.append((signed, block))
+        return [signed.spec(block)]
+
+    try:
+        *refs, ref = sink.write_group(specs, then=receipt)
+    finally:
+        for _, block in made:
+            block.close()
+    return refs, made[0][0].issued(ref)
 
 
 def catalogue_records(session: Session, capture_ids: Collection[int]) -> dict[int, list[ReceiptRecord]]:

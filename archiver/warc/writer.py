@@ -250,11 +250,18 @@ class WarcSink:
         """The final name of the file being written, if one is open."""
         return None if self._current is None else self._current.name
 
-    def write_group(self, records: Sequence[RecordSpec]) -> list[RecordRef]:
+    def write_group(
+        self,
+        records: Sequence[RecordSpec],
+        *,
+        then: Callable[[list[RecordRef]], Sequence[RecordSpec]] | None = None,
+    ) -> list[RecordRef]:
         """Write ``records`` contiguously into one file, fsync, and return where each landed.
 
-        On any failure nothing of the group stays in the file (it is cut back to where the group started) and
-        :class:`WarcError` is raised.
+        ``then(refs)``, given where ``records`` landed, returns more records for the end of the group (a receipt
+        that lists the others' offsets): it runs under the sink's lock, so it must be quick and must not use
+        the sink. On any failure nothing of the group stays in the file (it is cut back to where the group
+        started) and :class:`WarcError` is raised.
         """
         for spec in records:
             _check_spec(spec)
@@ -277,6 +284,10 @@ class WarcSink:
             start, start_hash, start_records = warc.size, warc.hash.copy(), warc.records
             try:
                 refs = [self._append(warc, item) for item in ready]
+                if then is not None:
+                    for spec in then(list(refs)):
+                        _check_spec(spec)
+                        refs.append(self._append(warc, self._encode_ahead(spec, warc.warcinfo_id)))
                 warc.flush()
             except BaseException as exc:
                 # Whatever stopped the group (a full disk, a bad block, an interrupt), none of it stays.
