@@ -99,7 +99,7 @@ def _head(session: Session) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
-class _Unsealed:
+class PreparedEvent:
     """An event before its place in the chain is known: everything but ``seq``, ``at`` and the hashes,
     already in canonical JSON (the details, the largest part, are serialised once, here)."""
 
@@ -111,9 +111,9 @@ class _Unsealed:
     members: dict[str, bytes]
 
 
-def _unsealed(
+def prepare_event(
     *, actor: str, action: str, subject: str, incident: str | None, details: Mapping[str, Any] | None
-) -> _Unsealed:
+) -> PreparedEvent:
     if action not in ACTIONS:
         raise ValueError(f"unknown custody action {action!r}")
     details_json = canonical_json(dict(details or {}))
@@ -124,10 +124,10 @@ def _unsealed(
         "incident": canonical_json(incident),
         "details": details_json,
     }
-    return _Unsealed(actor, action, subject, incident, details_json, members)
+    return PreparedEvent(actor, action, subject, incident, details_json, members)
 
 
-def _sealed(event: _Unsealed, seq: int, prev: str, at: datetime) -> dict[str, Any]:
+def _sealed(event: PreparedEvent, seq: int, prev: str, at: datetime) -> dict[str, Any]:
     """The column values of ``event`` as number ``seq`` after ``prev``: the one place the hashing rule is
     applied (``chain_hash`` of ``event_document``, which :func:`check_chain` uses, gives the same hash)."""
     at_iso = utc_iso(at)
@@ -156,7 +156,7 @@ def append(
     details: Mapping[str, Any] | None = None,
 ) -> CustodyEvent:
     """Append one event in the caller's transaction and return it."""
-    event = _unsealed(actor=actor, action=action, subject=subject, incident=incident, details=details)
+    event = prepare_event(actor=actor, action=action, subject=subject, incident=incident, details=details)
     seq, prev = _head(session)
     row = CustodyEvent(**_sealed(event, seq + 1, prev, clock.now()))
     session.add(row)
@@ -169,7 +169,7 @@ class PendingEvent:
 
     __slots__ = ("_event", "hash", "seq")
 
-    def __init__(self, event: _Unsealed) -> None:
+    def __init__(self, event: PreparedEvent) -> None:
         self._event = event
         self.seq: int | None = None
         self.hash: str | None = None
@@ -208,9 +208,11 @@ class ChainCursor:
         details: Mapping[str, Any] | None = None,
     ) -> PendingEvent:
         """Add one event; it is numbered and inserted at the next :meth:`flush`."""
-        pending = PendingEvent(
-            _unsealed(actor=actor, action=action, subject=subject, incident=incident, details=details)
-        )
+        return self.add(prepare_event(actor=actor, action=action, subject=subject, incident=incident, details=details))
+
+    def add(self, event: PreparedEvent) -> PendingEvent:
+        """:meth:`append` of an event prepared beforehand (:func:`prepare_event`, outside the transaction)."""
+        pending = PendingEvent(event)
         self._pending.append(pending)
         return pending
 

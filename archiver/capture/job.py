@@ -35,7 +35,7 @@ from archiver import SOFTWARE, __version__, custody, keys
 from archiver.archive import Archive
 from archiver.capture.browser import BrowserCapturer
 from archiver.capture.citations import extract_citations
-from archiver.capture.committer import Batch, GroupCommitter, column_values
+from archiver.capture.committer import Batch, GroupCommitter
 from archiver.capture.fetch import Fetcher, FetchSettings, Outcome, exchange_records
 from archiver.capture.gate import HostGate, HostQueue
 from archiver.capture.media import MediaCapturer, MediaSettings, media_candidate
@@ -809,9 +809,7 @@ class CaptureJob:
             receipts.check_rows(
                 issued, facts, [receipts.ReceiptRecord.from_row(a, names[a["warc_file_id"]]) for a in artifacts]
             )
-            artifacts.append(
-                column_values(receipts.receipt_artifact(issued, warc_file_id=warc_ids[issued.ref.warc_file]))
-            )
+            artifacts.append(receipts.receipt_artifact_values(issued, warc_file_id=warc_ids[issued.ref.warc_file]))
         ended = {
             "b_id": capture_id,
             "b_started_at": begun.started_at,  # when its traffic started (a capture may be begun ahead of it)
@@ -852,19 +850,29 @@ class CaptureJob:
             final_status = new_status
         items = [{"capture_id": capture_id, "source_id": source_id, "captured_at": now, **i} for i in media_items or []]
 
+        # The custody events and the receipt's row are prepared here: the unit below runs in a transaction
+        # that other processes' writers wait for, so it only hands over values.
+        subject = f"source:{source_id}"
+        details_of = [(event, event_details)]
+        if stored is not None:
+            details_of.append(("stored", stored))
+        if issued is not None:
+            details_of.append(("signed", receipts.signed_details(issued)))
+        details_of += [("converted", {"capture": capture_id, **conv}) for conv in conversions or []]
+        events = [
+            custody.prepare_event(actor=arch.actor, action=action, subject=subject, incident=None, details=d)
+            for action, d in details_of
+        ]
+        receipt_rows = [receipts.receipt_values(issued, arch.clock)] if issued is not None else []
+
         def work(b: Batch) -> list[int]:
             b.execute(_END_CAPTURE, ended)
             b.execute(_SOURCE_STATUS, source_changes)
             b.insert(Artifact, artifacts)
-            self._event(b, event, source_id, **event_details)
-            if stored is not None:
-                self._event(b, "stored", source_id, **stored)
-            if issued is not None:
-                b.insert(Receipt, [receipts.receipt_values(issued, arch.clock)])
-                self._event(b, "signed", source_id, **receipts.signed_details(issued))
+            b.insert(Receipt, receipt_rows)
+            for e in events:
+                b.custody.add(e)
             b.insert(MediaItem, items)
-            for conv in conversions or []:
-                self._event(b, "converted", source_id, capture=capture_id, **conv)
             found: list[int] = []
             if citations:
                 with b.foreign() as fs:
@@ -902,20 +910,6 @@ class CaptureJob:
             len(refs),
             sum(r.length for _, _, r in refs),
             discovered,
-        )
-
-    def _event(self, s: Any, action: str, source_id: int, **details: Any) -> None:
-        """A custody event about the source: through the batch's cursor, or :func:`custody.append` in a session."""
-        if isinstance(s, Batch):
-            s.custody.append(actor=self.archive.actor, action=action, subject=f"source:{source_id}", details=details)
-            return
-        custody.append(
-            s,
-            self.archive.clock,
-            actor=self.archive.actor,
-            action=action,
-            subject=f"source:{source_id}",
-            details=details,
         )
 
     def _on_close(self, closed: Any) -> None:

@@ -40,7 +40,7 @@ from archiver import custody
 from archiver.canonical import canonical_json
 from archiver.catalogue.integrity_models import Receipt
 from archiver.catalogue.models import Artifact, Capture, Source, WarcFile, incident_sources
-from archiver.catalogue.warcs import artifact_from_ref
+from archiver.catalogue.warcs import artifact_values
 from archiver.clock import Clock, utc_iso
 from archiver.errors import ArchiverError
 from archiver.keys import Signer
@@ -407,7 +407,12 @@ def check_rows(issued: IssuedReceipt, capture: CaptureFacts, records: Iterable[R
 
 def receipt_artifact(issued: IssuedReceipt, *, warc_file_id: int) -> Artifact:
     """The Artifact row of the receipt's own WARC record (role ``receipt``)."""
-    return artifact_from_ref(
+    return Artifact(**receipt_artifact_values(issued, warc_file_id=warc_file_id))
+
+
+def receipt_artifact_values(issued: IssuedReceipt, *, warc_file_id: int) -> dict[str, Any]:
+    """:func:`receipt_artifact`'s column values, for a writer that inserts rows in bulk."""
+    return artifact_values(
         issued.ref,
         capture_id=issued.facts.capture_id,
         role=RECEIPT_ROLE,
