@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,26 @@ def test_schema_check_on_an_empty_database(tmp_path: Path) -> None:
             cat.check()
     finally:
         cat.dispose()
+
+
+def _take_turn(turn: db.WriterTurn, conn: Connection) -> None:
+    started = time.monotonic()
+    with turn():
+        conn.send(time.monotonic() - started)
+
+
+def test_writer_turns_exclude_processes_forked_while_one_is_held(tmp_path: Path) -> None:
+    """A process forked while its parent holds the turn neither inherits the parent's hold (the open file
+    description's lock) nor deadlocks on the copied thread lock: it waits for the parent, then takes it."""
+    turn = db.WriterTurn(tmp_path / "catalogue.sqlite.writer-lock")
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe(duplex=False)
+    with turn():
+        child = ctx.Process(target=_take_turn, args=(turn, child_end))
+        child.start()
+        time.sleep(0.4)
+    child.join(20)
+    assert child.exitcode == 0
+    assert parent_end.poll(1) and parent_end.recv() >= 0.3  # it waited for the parent's turn to end
+    with turn():  # and the parent takes it again afterwards
+        pass

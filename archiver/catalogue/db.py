@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -145,7 +146,7 @@ class WriterTurn:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._pid = 0
-        os.register_at_fork(after_in_child=self._forget)
+        _TURNS.add(self)
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
@@ -174,6 +175,17 @@ class WriterTurn:
         if self._fd is not None and self._pid == os.getpid():
             os.close(self._fd)
         self._fd, self._pid = None, 0
+
+
+_TURNS: weakref.WeakSet[WriterTurn] = weakref.WeakSet()
+
+
+def _forget_turns_after_fork() -> None:
+    for turn in list(_TURNS):
+        turn._forget()
+
+
+os.register_at_fork(after_in_child=_forget_turns_after_fork)
 
 
 class Catalogue:
