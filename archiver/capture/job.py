@@ -328,8 +328,9 @@ class CaptureJob:
 
         ``recover=False`` when the caller already repaired what a crash left (archiver.capture.shards);
         ``owns(host)`` limits the cited sources captured here to hosts this job owns (the rest stay pending);
-        ``more()``, when a worker would otherwise idle, gives more sources to capture (another host's, from a
-        run spread over processes), or an empty list when there are no more.
+        ``more()``, called when the sources at hand cannot fill the window of captures in flight (twice the
+        workers), gives more sources to capture (another host's, in a run spread over processes), or an empty
+        list when there are no more.
         """
         started = time.monotonic()
         deadline = started + max_time if max_time is not None else None

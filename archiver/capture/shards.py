@@ -1,18 +1,20 @@
 """``archiver run`` on several cores: the sources spread over capture processes, one per core.
 
-One process cannot go faster than its interpreter: a captured page costs 10-15 ms of Python time (requests,
+One process cannot go faster than its interpreter: a captured page costs 5-10 ms of Python time (requests,
 WARC records, digests, the catalogue's rows and custody events), and under the GIL that caps a process at
-70-100 pages/s whatever its thread count (bench/README.md). So the run is split by host:
+100-130 pages/s whatever its thread count (bench/README.md). So the run is split by host:
 
 - The parent repairs what a crash left (:meth:`CaptureJob.recover`), chooses the pending sources and groups them
   by host, busiest host first. It closes its catalogue connections and forks. A child shares nothing with the
   parent but the run lock's file description (held until the parent exits) and the pipe it talks on.
-- Hosts are handed out on demand: a process whose workers would idle asks for the next host (the parent
-  answers its children through their pipes) and captures all of that host's sources, so ``per_host`` holds
-  exactly, and a process that drew slow or heavy hosts takes fewer of them instead of finishing last.
+- Hosts are handed out on demand: each process starts with one, and one that could start more captures than
+  its hosts allow asks for the next (the parent answers its children through their pipes). It captures all of
+  that host's sources, so ``per_host`` holds exactly, and a process that drew slow or heavy hosts takes fewer
+  of them instead of finishing last.
 - Each child runs a :class:`CaptureJob` over its share with its part of the worker threads, its own WARC files
   (named with its pid, ``flock``-held as the distributed workers' are) and its own group commit. SQLite
-  serialises the processes' transactions (``BEGIN IMMEDIATE`` and the busy timeout), and each transaction reads
+  serialises the processes' transactions (``BEGIN IMMEDIATE``; the writers take turns on an ``flock`` first,
+  :class:`archiver.catalogue.db.WriterTurn`), and each transaction reads
   the custody chain's head under that lock, so the chain stays one chain.
 - A report's citations on a host the child owns are captured by it; the rest are left pending and taken by the
   next round, which the parent starts for the pending sources this run has not tried yet.
@@ -214,8 +216,8 @@ def _round(
     tried: set[int],
 ) -> tuple[list[_Child], bool]:
     """``n`` processes take hosts from ``pool``: this one and ``n - 1`` children; returns the children and
-    whether Ctrl-C interrupted the round. Each starts with one host (the busiest to this process), and asks
-    for the next whenever its workers would idle."""
+    whether Ctrl-C interrupted the round. Each starts with one host (the busiest to this process) and asks for
+    the next whenever it could start more captures than its hosts allow."""
     workers = [options.workers // n + (1 if i < options.workers % n else 0) for i in range(n)]
     first = [_take(pool, i, owned) for i, owned in enumerate([set[str]() for _ in range(n)])]
     # Built before any fork: what it refuses (no ffmpeg, no key) is refused once, before a child exists.
@@ -248,14 +250,18 @@ def _round(
 
 
 def _take(pool: HostPool, process: int, owned: set[str]) -> tuple[list[int], set[str]]:
-    """The next host's sources for this process, which then owns the host (its citations are captured there);
-    no sources when every host has been handed out. Returns the sources and ``owned``."""
-    got = pool.take(process)
+    """The next host's sources for this process (see :func:`_own`). Returns the sources and ``owned``."""
+    return _own(pool.take(process), owned), owned
+
+
+def _own(got: tuple[str, list[int]] | None, owned: set[str]) -> list[int]:
+    """The sources of a host handed to this process, which then owns the host (the citations found on it are
+    captured here); no sources when every host has been handed out."""
     if got is None:
-        return [], owned
+        return []
     host, ids = got
     owned.add(host)
-    return ids, owned
+    return list(ids)
 
 
 def _start(
@@ -353,12 +359,7 @@ def _child_main(
     def more() -> list[int]:
         """Ask the parent for the next host (only this, the job's dispatching thread, reads the pipe)."""
         send("more", None)
-        got = conn.recv()
-        if got is None:
-            return []
-        host, ids = got
-        owned.add(host)
-        return list(ids)
+        return _own(conn.recv(), owned)
 
     job = None
     try:
