@@ -282,3 +282,33 @@ def test_a_bug_in_a_capture_process_is_logged_not_shown(
     with sqlite_archive.session() as s:
         assert not s.scalars(select(Capture).where(Capture.outcome == "running")).all()
         assert len(s.scalars(select(Source).where(Source.status == "pending")).all()) == 3
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_progress_display_does_not_stop_the_relay(sqlite_archive: Archive, sites: list[Site]) -> None:
+    """The parent relays its children's progress and answers their requests for hosts on one thread: a display
+    that fails on a relayed message is logged, and the children still get their hosts and report back."""
+    ordered = sorted(sites, key=lambda s: HostGate.host_of(s.base))
+    for k, s in enumerate(ordered):
+        with sqlite_archive.store() as store:
+            for i in range(4 - k):  # the child starts with the second host and finishes before the first
+                store.ensure_source(SourceRequest(url=s.add(f"/r{i}.html", f"<html><body>{i}</body></html>")))
+    relay_failures: list[str] = []
+
+    def display(kind: str, data: object) -> None:
+        if kind == "captured" and threading.current_thread() is not threading.main_thread():
+            relay_failures.append(kind)
+            raise BrokenPipeError("the terminal went away")
+
+    with jobs.run_log(sqlite_archive.settings.root):
+        summary = run_sharded(
+            sqlite_archive,
+            ShardOptions(processes=2, workers=2, follow_citations=None, browser=False),
+            display,
+            max_time=None,
+        )
+    assert relay_failures, "no message was relayed from the capture process"
+    assert summary.warnings == [] and len(summary.captures) == 9
+    assert {c.outcome for c in summary.captures} == {"ok"}
+    log = (sqlite_archive.settings.root / "logs" / "archiver.log").read_text(encoding="utf-8")
+    assert "relaying captured from capture process" in log and "the terminal went away" in log

@@ -324,8 +324,11 @@ def _collect(children: list[_Child], progress: ProgressCallback, pool: HostPool)
                 continue
             if kind == "done":
                 child.summary, child.tried = data
-            else:
+                continue
+            try:
                 progress(kind, data)
+            except Exception:  # the relay must go on: children wait on it for their next host
+                logging.getLogger("archiver").exception("relaying %s from capture process %s", kind, child.process.pid)
 
 
 def _merge(total: RunSummary, part: RunSummary) -> None:
