@@ -145,7 +145,6 @@ class WriterTurn:
         self.path = path
         self._lock = threading.Lock()
         self._fd: int | None = None
-        self._pid = 0
         _TURNS.add(self)
 
     @contextmanager
@@ -159,22 +158,21 @@ class WriterTurn:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _open(self) -> int:
-        if self._fd is None or self._pid != os.getpid():
+        if self._fd is None:  # reset in a forked child (_forget_turns_after_fork)
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as exc:
                 raise CatalogueError(f"cannot open the catalogue's writer lock {self.path}: {exc}") from exc
-            self._pid = os.getpid()
         return self._fd
 
     def _forget(self) -> None:
         self._lock = threading.Lock()  # a fork copies a lock another thread may have held
-        self._fd, self._pid = None, 0
+        self._fd = None  # the parent's descriptor stays the parent's: closing it here would not release its lock
 
     def close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
+        if self._fd is not None:
             os.close(self._fd)
-        self._fd, self._pid = None, 0
+        self._fd = None
 
 
 _TURNS: weakref.WeakSet[WriterTurn] = weakref.WeakSet()
