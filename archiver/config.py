@@ -51,7 +51,8 @@ workers = 8
 per_host = 2
 per_host_delay = 0.1
 # Capture processes for archiver run: 0 is one per core (at most 4, and at least 25 pending sources each).
-# A host's sources always stay in one process; the workers are shared out among the processes.
+# With per_host_delay, a host's sources stay in one process; with none, each process takes a share of every
+# host and its part of per_host. The workers are shared out among the processes.
 processes = 0
 
 # Credentials for one domain and its subdomains: sent only there (checked on every redirect hop), used by web and

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +116,38 @@ def test_a_capture_begun_ahead_starts_when_its_traffic_starts(sqlite_archive: Ar
         assert len(caps) == 3 and len({c.started_at for c in caps}) == 3
         for before, after in itertools.pairwise(sorted(caps, key=lambda c: c.started_at)):
             assert before.ended_at is not None and before.ended_at < after.started_at  # one worker: one at a time
+    _assert_catalogue_matches_warcs(sqlite_archive)
+
+
+def test_a_capture_waiting_for_its_transaction_lets_the_next_one_fetch(sqlite_archive: Archive, site: Site) -> None:
+    """The worker limit counts traffic: one worker, and the second capture's request goes out while the first
+    waits for the catalogue's write lock (held here by another connection) to commit what it fetched."""
+    first = site.add("/first.html", "<html><body>first</body></html>")
+    second = site.add("/second.html", "<html><body>second</body></html>")
+    with sqlite_archive.store() as store:
+        for u in (first, second):
+            store.ensure_source(SourceRequest(url=u))
+    db = sqlite3.connect(sqlite_archive.settings.root / "catalogue.sqlite", check_same_thread=False)
+    released: list[float] = []
+
+    def release() -> None:
+        released.append(time.monotonic())
+        db.rollback()
+
+    def hold_the_catalogue(path: str) -> None:
+        if path == "/first.html":  # both captures are begun by now; the first one's end must wait
+            db.execute("BEGIN IMMEDIATE")
+            threading.Timer(1.0, release).start()
+
+    site.on_request = hold_the_catalogue
+    settings = FetchSettings(connect_timeout=2, read_timeout=2, total_timeout=4, retries=0)
+    summary = CaptureJob(sqlite_archive, workers=1, fetch_settings=settings, gate=HostGate(4, 0.0)).run()
+    db.close()
+    assert sorted(c.outcome for c in summary.captures) == ["ok", "ok"]
+    assert released and site.arrivals["/second.html"][0] < released[0]
+    with sqlite_archive.session() as s:
+        caps = s.scalars(select(Capture).where(Capture.method == "web").order_by(Capture.started_at)).all()
+        assert caps[0].ended_at is not None and caps[0].ended_at <= caps[1].started_at  # one worker's traffic
     _assert_catalogue_matches_warcs(sqlite_archive)
 
 

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -21,7 +22,7 @@ from archiver import jobs
 from archiver.archive import Archive
 from archiver.capture.gate import HostGate
 from archiver.capture.job import CaptureJob, CaptureSummary
-from archiver.capture.shards import HostPool, ShardOptions, processes_for, run_sharded
+from archiver.capture.shards import HostPool, ShardOptions, per_host_shares, processes_for, run_sharded
 from archiver.catalogue.models import Artifact, Capture, Source, WarcFile
 from archiver.catalogue.store import SourceRequest
 from archiver.config import load_settings
@@ -59,6 +60,21 @@ def test_the_pool_hands_out_whole_hosts_busiest_first() -> None:
     assert order[1] == ("h0:80", [100, 104, 108])  # a host's sources in the given order
     assert sorted(pool.given[0] + pool.given[1]) == sorted(sid for sid, _ in pairs)
     assert pool.given[0] == [*range(10), 101, 105, 109, 103, 107, 111]  # big, h1 and h3
+
+
+def test_with_no_delay_the_pool_splits_every_host() -> None:
+    pairs = [(100 + i, f"h{i % 2}:80") for i in range(6)] + [(i, "big:80") for i in range(5)]
+    pool = HostPool(pairs)
+    shares = pool.split(2)
+    # One by one, busiest host first, then by name; each host's sources in the given order. The dealing goes on
+    # where the last host's ended: big's fifth source went to the first process, so h0's first goes to the second.
+    assert shares == [[0, 2, 4, 102, 101, 105], [1, 3, 100, 104, 103]]
+    assert pool.take(0) is None and pool.given == {0: shares[0], 1: shares[1]}
+    assert per_host_shares(4, 0.0, 2) == [2, 2]
+    assert per_host_shares(5, 0.0, 2) == [3, 2]  # never more than per_host in all
+    assert per_host_shares(2, 0.1, 2) is None  # a delay cannot be kept by two processes apart
+    assert per_host_shares(1, 0.0, 2) is None  # nor one request split in two
+    assert per_host_shares(4, 0.0, 1) is None
 
 
 def test_processes_for() -> None:
@@ -145,6 +161,50 @@ def test_a_process_held_up_by_a_slow_host_leaves_the_other_hosts_to_the_others(
     assert all(len(t) == 1 for t in tags.values())  # a host stays in one process
     assert tags[fast[0].base] == tags[fast[1].base] != tags[slow.base]
     _assert_catalogue_matches_warcs(sqlite_archive)
+
+
+def test_with_no_delay_each_process_takes_a_share_of_every_host_within_its_limit(
+    tmp_path: Path, sites: list[Site]
+) -> None:
+    """per_host_delay = 0: every host's sources are split over the processes, each with its part of per_host, so
+    both processes capture from every host and no host ever answers more than per_host requests at once."""
+    root = tmp_path / "storage"
+    made = Archive(load_settings(root, None, collector="test-collector", env={}))
+    made.init()
+    made.close()
+    settings_file = root / "settings.toml"
+    text = settings_file.read_text()
+    assert "per_host_delay = 0.1" in text and "per_host = 2" in text
+    settings_file.write_text(text.replace("per_host_delay = 0.1", "per_host_delay = 0.0"))
+    archive = Archive(load_settings(root, None, collector="test-collector", env={}))
+    try:
+        urls = {
+            s.base: [s.add(f"/p{i}.html", f"<html><body>{i}</body></html>", delay=0.15) for i in range(6)]
+            for s in sites
+        }
+        with archive.store() as store:
+            for u in [u for group in urls.values() for u in group]:
+                store.ensure_source(SourceRequest(url=u))
+        options = ShardOptions(processes=2, workers=8, follow_citations=None, browser=False)
+        summary = run_sharded(archive, options, lambda kind, data: None, max_time=None)
+        assert len(summary.captures) == 18 and {c.outcome for c in summary.captures} == {"ok"}
+        assert summary.warnings == []
+        with archive.session() as s:
+            stored = s.execute(
+                select(Source.url, WarcFile.name)
+                .join(Capture, Capture.source_id == Source.id)
+                .join(Artifact, Artifact.capture_id == Capture.id)
+                .join(WarcFile, WarcFile.id == Artifact.warc_file_id)
+                .where(Artifact.role == "page")
+            ).all()
+        assert len(stored) == 18
+        process_of = {url: name.removesuffix(".warc.gz").rsplit("-", 1)[1] for url, name in stored}
+        for group in urls.values():
+            assert len({process_of[u] for u in group}) == 2  # both processes took a share of the host
+        assert [s.most_at_once for s in sites] == [2, 2, 2]  # per_host = 2 for the host, not per process
+        _assert_catalogue_matches_warcs(archive)
+    finally:
+        archive.close()
 
 
 def test_a_capture_process_killed_alone_is_repaired_and_the_run_goes_on(
@@ -247,10 +307,10 @@ class _FailsInChildren(CaptureJob):
 
     parent = os.getpid()
 
-    def capture_source(self, source_id: int, *, run_id: str | None = None, begun: int | None = None) -> CaptureSummary:
+    def capture_source(self, source_id: int, **kwargs: Any) -> CaptureSummary:
         if os.getpid() != self.parent:
             raise RuntimeError("a bug in a capture process")
-        return super().capture_source(source_id, run_id=run_id, begun=begun)
+        return super().capture_source(source_id, **kwargs)
 
 
 def test_a_bug_in_a_capture_process_is_logged_not_shown(

@@ -4,6 +4,7 @@ The global limit is the worker pool's size; this gate keeps one slow or small si
 making the whole run wait on it (other hosts' requests go on). :class:`HostQueue` is the run's side of it: it
 hands a worker only a source whose host has a free slot, so that workers do not sleep in :meth:`HostGate.slot`
 on one busy site while others wait (a report citing one site many times lists its pages together).
+:class:`WorkerSlots` is the global limit itself: how many captures have traffic under way at once.
 """
 
 from __future__ import annotations
@@ -59,6 +60,37 @@ class HostGate:
             if wait > 0:
                 self._sleep(wait)
             yield
+
+
+class WorkerSlots:
+    """At most ``workers`` captures with traffic under way at once (the run's global limit).
+
+    A capture thread takes a slot (:meth:`take`) before its traffic and gives it back (:meth:`give_back`)
+    before it writes its records and waits for its transaction: those steps wait on the disk and the
+    catalogue's writer, not on a remote site, so another capture's requests go out meanwhile. Taking twice, or
+    giving back a slot the thread does not hold, does nothing: a capture with several parts (web, browser,
+    media) takes a slot before each part's traffic, and gives it back once whatever happens.
+    """
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._sem = threading.BoundedSemaphore(workers)
+        self._held = threading.local()
+
+    def take(self) -> None:
+        if not getattr(self._held, "slot", False):
+            self._sem.acquire()
+            self._held.slot = True
+
+    def give_back(self) -> None:
+        if getattr(self._held, "slot", False):
+            self._held.slot = False
+            self._sem.release()
+
+    def holding(self) -> bool:
+        """Whether the calling thread holds a slot."""
+        return bool(getattr(self._held, "slot", False))
 
 
 T = TypeVar("T")

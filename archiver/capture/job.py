@@ -31,13 +31,13 @@ import requests
 from sqlalchemy import String, Table, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
-from archiver import SOFTWARE, __version__, custody, keys
+from archiver import SOFTWARE, __version__, custody, keys, malloc_arenas
 from archiver.archive import Archive
 from archiver.capture.browser import BrowserCapturer
 from archiver.capture.citations import extract_citations
 from archiver.capture.committer import Batch, GroupCommitter
 from archiver.capture.fetch import Fetcher, FetchSettings, Outcome, exchange_records
-from archiver.capture.gate import HostGate, HostQueue
+from archiver.capture.gate import HostGate, HostQueue, WorkerSlots
 from archiver.capture.media import MediaCapturer, MediaSettings, media_candidate
 from archiver.capture.media_env import check_ffmpeg, sweep_temp
 from archiver.capture.web import (
@@ -153,6 +153,7 @@ class CaptureJob:
         file_tag: str | None = None,
     ) -> None:
         self.archive = archive
+        malloc_arenas.limit_arenas()  # before the capture threads: their arenas would hold the process's memory
         # A distributed worker's identity (archiver.distributed.liveness): recorded on its captures, so that
         # recovery elsewhere leaves them alone while it lives; its WARC file names carry its pid.
         self.worker = worker
@@ -169,6 +170,9 @@ class CaptureJob:
             headers_by_domain=archive.settings.credentials,
         )
         self.gate = gate or HostGate(net.per_host, net.per_host_delay)
+        # The global limit holds for traffic: a capture writing its records or waiting for its transaction
+        # gives its slot to one whose requests can go out meanwhile (run() keeps twice as many threads).
+        self.slots = WorkerSlots(self.workers)
         self.fetcher = Fetcher(self.fetch_settings, archive.clock, archive.ids)
         self.web = WebCapturer(self.fetcher, self.gate, requisites)
         self.signer = keys.load_signer(archive.settings.key_dir)
@@ -199,6 +203,7 @@ class CaptureJob:
             )
         self.follow_override = follow_citations
         self._lock = threading.Lock()
+        self._local = threading.local()  # what the calling capture thread has under way
         self._warc_ids: dict[str, int] = {}
         self._summary = RunSummary()
         self._discovered: dict[int, list[int]] = {}  # source id -> sources its page cited, to capture next
@@ -344,10 +349,12 @@ class CaptureJob:
         waiting: HostQueue[int] = HostQueue(self.gate.per_host)
         for sid, host in self.hosts_of(queue):
             waiting.add(host, sid)
-        done: Queue[Future[CaptureSummary | None]] = Queue()
+        # What the workers tell the dispatcher: a capture's traffic is over (its host, which may take another
+        # capture, while this one writes and commits), or the capture has ended (its future).
+        done: Queue[Future[CaptureSummary | None] | str] = Queue()
         running: dict[Future[CaptureSummary | None], tuple[int, str]] = {}
         try:
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="capture") as pool:
+            with ThreadPoolExecutor(2 * self.workers, thread_name_prefix="capture") as pool:
                 asking = more
 
                 def fill() -> None:
@@ -378,9 +385,11 @@ class CaptureJob:
                         submitted.add(sid)
                         starting.append((sid, host))
                     for sid, host, begun in self._begin_ahead(starting):
-                        future = pool.submit(self._capture_guarded, sid, begun)
+                        over = _OnlyOnce(done.put, host)
+                        future = pool.submit(self._capture_guarded, sid, begun, over)
                         running[future] = (sid, host)
-                        future.add_done_callback(done.put)
+                        # Both in the worker's thread: the host is given back once, at the latest with the end.
+                        future.add_done_callback(lambda f, over=over: (over(), done.put(f)))
 
                 fill()
                 while running:
@@ -388,9 +397,12 @@ class CaptureJob:
                     ended = [done.get()]
                     while not done.empty():
                         ended.append(done.get())
-                    for future in ended:
-                        _, host = running.pop(future)
-                        waiting.done(host)
+                    for item in ended:
+                        if isinstance(item, str):
+                            waiting.done(item)
+                            continue
+                        future = item
+                        running.pop(future)
                         result = future.result()
                         if result is not None:
                             self._summary.captures.append(result)
@@ -470,9 +482,11 @@ class CaptureJob:
         with self._lock:
             return self._discovered.pop(source_id, [])
 
-    def _capture_guarded(self, source_id: int, begun: int | None = None) -> CaptureSummary | None:
+    def _capture_guarded(
+        self, source_id: int, begun: int | None = None, traffic_over: Callable[[], None] | None = None
+    ) -> CaptureSummary | None:
         try:
-            return self.capture_source(source_id, begun=begun)
+            return self.capture_source(source_id, begun=begun, traffic_over=traffic_over)
         except ArchiverError as exc:
             self.progress("error", f"source {source_id}: {exc.message}")
             return None
@@ -488,12 +502,38 @@ class CaptureJob:
             sid = src.id
         return self.run([sid])
 
-    def capture_source(self, source_id: int, *, run_id: str | None = None, begun: int | None = None) -> CaptureSummary:
+    def capture_source(
+        self,
+        source_id: int,
+        *,
+        run_id: str | None = None,
+        begun: int | None = None,
+        traffic_over: Callable[[], None] | None = None,
+    ) -> CaptureSummary:
         """Web capture of the source's page, then media capture when the page or platform suggests media.
 
-        ``begun``: the web capture's row, committed ``running`` by the run's dispatcher (:meth:`_begin_many`).
+        ``begun``: the web capture's row, committed ``running`` by the run's dispatcher (:meth:`_begin_many`);
+        ``traffic_over``: called (in this thread) when the first part's traffic is over, before its records are
+        written: the run's dispatcher then counts the source's host as free for another capture.
         """
         facts = self._source_facts(source_id)
+        self._local.traffic_over = traffic_over
+        try:
+            return self._capture_parts(source_id, facts, run_id, begun)
+        finally:
+            self._end_traffic()
+
+    def _end_traffic(self) -> None:
+        """This thread's capture has no traffic under way: its worker slot goes back, and the dispatcher hears
+        of it once (a later part's traffic counts against the global limit, and goes through the host gate)."""
+        self.slots.give_back()
+        over, self._local.traffic_over = getattr(self._local, "traffic_over", None), None
+        if over is not None:
+            over()
+
+    def _capture_parts(
+        self, source_id: int, facts: _SourceFacts, run_id: str | None, begun: int | None
+    ) -> CaptureSummary:
         url, follow, depth, kind = facts.url, facts.follow_citations, facts.depth, facts.kind
         platform_item = facts.platform is not None or kind == "video"
         if self.follow_override is not None:
@@ -505,7 +545,9 @@ class CaptureJob:
         if not direct_media:
             if begun is None:
                 capture_id = self._begin(source_id, facts, "web", tool_versions(), run_id)
+                self.slots.take()
             else:
+                self.slots.take()
                 capture_id = self._started(begun)
             page = self.web.capture(url)
             try:
@@ -678,6 +720,7 @@ class CaptureJob:
         assert self.browser is not None
         url = facts.url
         capture_id = self._begin(source_id, facts, "browser", tool_versions(), run_id)
+        self.slots.take()
         result = self.browser.capture(url, self.sink.new_record_id)
         try:
             return self._finish(
@@ -707,6 +750,7 @@ class CaptureJob:
         assert self.media is not None
         url = facts.url
         capture_id = self._begin(source_id, facts, "media", tool_versions(), run_id)
+        self.slots.take()
         result = self.media.capture(url)
         try:
             # The platform's removal of a post or video is the source being gone; an article whose embedded
@@ -772,6 +816,8 @@ class CaptureJob:
         """
         arch = self.archive
         now = arch.clock.now()
+        # The traffic is over: another capture's requests may go out while this one writes and commits.
+        self._end_traffic()
         begun = self._begun_capture(capture_id)
         all_tools = {**begun.tools, **tools} if tools else begun.tools
         issued = None
@@ -998,6 +1044,19 @@ class _SourceFacts:
         return cls(
             row.url, row.status, row.follow_citations, row.depth, row.platform, row.kind, tuple(sorted(set(incidents)))
         )
+
+
+class _OnlyOnce:
+    """``call(arg)`` the first time this is called, nothing after (one thread at a time)."""
+
+    def __init__(self, call: Callable[[Any], None], arg: Any) -> None:
+        self._call: Callable[[Any], None] | None = call
+        self._arg = arg
+
+    def __call__(self) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            call(self._arg)
 
 
 def _read_facts(s: Session, source_ids: Sequence[int]) -> dict[int, _SourceFacts]:

@@ -7,10 +7,14 @@ WARC records, digests, the catalogue's rows and custody events), and under the G
 - The parent repairs what a crash left (:meth:`CaptureJob.recover`), chooses the pending sources and groups them
   by host, busiest host first. It closes its catalogue connections and forks. A child shares nothing with the
   parent but the run lock's file description (held until the parent exits) and the pipe it talks on.
-- Hosts are handed out on demand: each process starts with one, and one that could start more captures than
-  its hosts allow asks for the next (the parent answers its children through their pipes). It captures all of
-  that host's sources, so ``per_host`` holds exactly, and a process that drew slow or heavy hosts takes fewer
-  of them instead of finishing last.
+- With a ``per_host_delay``, hosts are handed out whole, on demand: each process starts with one, and one that
+  could start more captures than its hosts allow asks for the next (the parent answers its children through
+  their pipes). It captures all of that host's sources, so ``per_host`` and the delay hold exactly, and a
+  process that drew slow or heavy hosts takes fewer of them instead of finishing last.
+- With no delay (and ``per_host`` at least the number of processes), every host is split instead: each process
+  takes every n-th source of every host and its part of ``per_host`` (:func:`per_host_shares`), so the limit
+  holds for the host as a whole. Whole hosts handed out one by one leave the last ones to run alone at the end,
+  each capped at ``per_host``, while the other processes idle.
 - Each child runs a :class:`CaptureJob` over its share with its part of the worker threads, its own WARC files
   (named with its pid, ``flock``-held as the distributed workers' are) and its own group commit. SQLite
   serialises the processes' transactions (``BEGIN IMMEDIATE``; the writers take turns on an ``flock`` first,
@@ -44,6 +48,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from archiver.archive import Archive
+from archiver.capture.gate import HostGate
 from archiver.capture.job import CaptureJob, ProgressCallback, RunSummary
 from archiver.errors import ArchiverError
 
@@ -75,6 +80,21 @@ class HostPool:
         self._left = sorted(by_host.items(), key=lambda item: (-len(item[1]), item[0]), reverse=True)
         self._lock = threading.Lock()
         self.given: dict[int, list[int]] = {}  # process number -> the sources handed to it
+
+    def split(self, processes: int) -> list[list[int]]:
+        """Every host's sources dealt over ``processes`` processes, one by one, busiest host first: each process
+        gets a share of every host (the dealing goes on where the last host's ended, so the odd ones spread);
+        the pool is left empty."""
+        with self._lock:
+            shares: list[list[int]] = [[] for _ in range(processes)]
+            turn = itertools.cycle(shares)
+            for _, ids in reversed(self._left):
+                for sid in ids:
+                    next(turn).append(sid)
+            self._left = []
+            for i, ids in enumerate(shares):
+                self.given.setdefault(i, []).extend(ids)
+            return shares
 
     def take(self, process: int) -> tuple[str, list[int]] | None:
         """The next host and its sources for ``process``, or None when every host has been handed out."""
@@ -168,6 +188,15 @@ def _keeper(archive: Archive, job_factory: Callable[..., CaptureJob]) -> Iterato
         job.close()
 
 
+def per_host_shares(per_host: int, delay: float, processes: int) -> list[int] | None:
+    """Each process's part of ``per_host`` when every host is split over the processes, or None when hosts stay
+    whole: with a delay between a host's requests (a rate no process could keep alone if another shared the
+    host), or fewer requests per host than processes."""
+    if delay > 0 or per_host < processes or processes < 2:
+        return None
+    return [per_host // processes + (1 if i < per_host % processes else 0) for i in range(processes)]
+
+
 def _job(
     archive: Archive,
     options: ShardOptions,
@@ -175,9 +204,12 @@ def _job(
     progress: ProgressCallback,
     job_factory: Callable[..., CaptureJob],
     file_tag: str | None = None,
+    per_host: int | None = None,
 ) -> CaptureJob:
     """The job that captures one share (in this process or a child). Its own "start" is not passed on: the
-    parent announced the whole run's count."""
+    parent announced the whole run's count. ``per_host``: its part of the per-host limit, when hosts are split
+    over the processes."""
+    extra: dict[str, Any] = {} if per_host is None else {"gate": HostGate(per_host, 0.0)}
     return job_factory(
         archive,
         workers=max(1, workers),
@@ -185,6 +217,7 @@ def _job(
         follow_citations=options.follow_citations,
         browser=options.browser,
         file_tag=file_tag,
+        **extra,
     )
 
 
@@ -215,14 +248,25 @@ def _round(
     total: RunSummary,
     tried: set[int],
 ) -> tuple[list[_Child], bool]:
-    """``n`` processes take hosts from ``pool``: this one and ``n - 1`` children; returns the children and
-    whether Ctrl-C interrupted the round. Each starts with one host (the busiest to this process) and asks for
-    the next whenever it could start more captures than its hosts allow."""
+    """``n`` processes capture the sources of ``pool``: this one and ``n - 1`` children; returns the children and
+    whether Ctrl-C interrupted the round.
+
+    With no delay between a host's requests, every host is split: each process takes its share of every host's
+    sources, with its part of ``per_host``. Otherwise hosts stay whole: each process starts with one (the busiest
+    to this process) and asks for the next whenever it could start more captures than its hosts allow.
+    """
     workers = [options.workers // n + (1 if i < options.workers % n else 0) for i in range(n)]
-    first = [_take(pool, i, owned) for i, owned in enumerate([set[str]() for _ in range(n)])]
+    net = archive.settings.network
+    limits = per_host_shares(net.per_host, net.per_host_delay, n)
+    if limits is None:
+        first = [_take(pool, i, owned) for i, owned in enumerate([set[str]() for _ in range(n)])]
+        shares: list[int | None] = [None] * n
+    else:  # no host is owned: what the sources cite is left to the next round, split again
+        first = [(ids, set[str]()) for ids in pool.split(n)]
+        shares = list(limits)
     # Built before any fork: what it refuses (no ffmpeg, no key) is refused once, before a child exists.
-    job = _job(archive, options, workers[0], progress, job_factory, file_tag=str(os.getpid()))
-    children = _start(archive, options, workers[1:], first[1:], deadline, job_factory)
+    job = _job(archive, options, workers[0], progress, job_factory, file_tag=str(os.getpid()), per_host=shares[0])
+    children = _start(archive, options, workers[1:], first[1:], shares[1:], deadline, job_factory)
     relay = threading.Thread(target=_collect, args=(children, progress, pool), name="capture-relay", daemon=True)
     relay.start()
     ids, owned = first[0]
@@ -234,7 +278,7 @@ def _round(
                 max_time=_left(deadline),
                 recover=False,
                 owns=owned.__contains__,
-                more=lambda: _take(pool, 0, owned)[0],
+                more=(lambda: _take(pool, 0, owned)[0]) if limits is None else None,
             )
             _merge(total, summary)
         finally:
@@ -269,6 +313,7 @@ def _start(
     options: ShardOptions,
     workers: list[int],
     first: list[tuple[list[int], set[str]]],
+    shares: list[int | None],
     deadline: float | None,
     job_factory: Callable[..., CaptureJob],
 ) -> list[_Child]:
@@ -280,7 +325,7 @@ def _start(
     gc.freeze()
     ctx = multiprocessing.get_context("fork")
     children = []
-    for i, (count, (ids, owned)) in enumerate(zip(workers, first, strict=True), start=1):
+    for i, (count, (ids, owned), share) in enumerate(zip(workers, first, shares, strict=True), start=1):
         number = next(_numbers)  # never the same twice in this process, whatever the round (ids.for_process)
         parent_end, child_end = ctx.Pipe()
         proc = ctx.Process(
@@ -296,6 +341,7 @@ def _start(
                 job_factory,
                 os.getpid(),
                 number,
+                share,
             ),
             name=f"capture-{number}",
             daemon=False,
@@ -349,6 +395,7 @@ def _child_main(
     job_factory: Callable[..., CaptureJob],
     parent: int,
     number: int,
+    per_host: int | None,
 ) -> None:
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
@@ -366,9 +413,15 @@ def _child_main(
 
     job = None
     try:
-        job = _job(mine, options, workers, send, job_factory, file_tag=str(os.getpid()))
+        job = _job(mine, options, workers, send, job_factory, file_tag=str(os.getpid()), per_host=per_host)
         signal.signal(signal.SIGTERM, lambda _sig, _frame: job.stop() if job is not None else None)
-        summary = job.run(ids, max_time=_left(deadline), recover=False, owns=owned.__contains__, more=more)
+        summary = job.run(
+            ids,
+            max_time=_left(deadline),
+            recover=False,
+            owns=owned.__contains__,
+            more=more if per_host is None else None,  # a share of every host: nothing more to ask for
+        )
         send("done", (summary, sorted(job.submitted)))
     except ArchiverError as exc:
         send("error", exc.message)

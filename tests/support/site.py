@@ -1,14 +1,16 @@
 """A small static site on 127.0.0.1 for capture tests: paths map to (content type, body); everything else is 404.
 
 A path may answer after a delay (``add(..., delay=s)``), slept in the handler's own thread: a capture that is
-still waiting on it can be interrupted or killed by a test.
+still waiting on it can be interrupted or killed by a test. The site notes when each request came
+(``arrivals``), how many it was answering at most at once (``most_at_once``), and calls ``on_request(path)``, if
+set, before it answers.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -19,6 +21,11 @@ class Site:
         self.pages: dict[str, tuple[str, bytes]] = {}
         self.hits: dict[str, int] = {}
         self.delays: dict[str, float] = {}
+        self.arrivals: dict[str, list[float]] = {}  # path -> time.monotonic() of each request
+        self.on_request: Callable[[str], None] | None = None
+        self.most_at_once = 0
+        self._answering = 0
+        self._lock = threading.Lock()
         site = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -26,7 +33,20 @@ class Site:
 
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
-                site.hits[path] = site.hits.get(path, 0) + 1
+                with site._lock:
+                    site.hits[path] = site.hits.get(path, 0) + 1
+                    site.arrivals.setdefault(path, []).append(time.monotonic())
+                    site._answering += 1
+                    site.most_at_once = max(site.most_at_once, site._answering)
+                try:
+                    self._answer(path)
+                finally:
+                    with site._lock:
+                        site._answering -= 1
+
+            def _answer(self, path: str) -> None:
+                if site.on_request is not None:
+                    site.on_request(path)
                 if site.delays.get(path):
                     time.sleep(site.delays[path])
                 if path not in site.pages:
