@@ -13,6 +13,7 @@ which :meth:`CaptureJob.recover` cuts back to its last complete record and close
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import threading
@@ -388,8 +389,7 @@ class CaptureJob:
                         over = _OnlyOnce(done.put, host)
                         future = pool.submit(self._capture_guarded, sid, begun, over)
                         running[future] = (sid, host)
-                        # Both in the worker's thread: the host is given back once, at the latest with the end.
-                        future.add_done_callback(lambda f, over=over: (over(), done.put(f)))
+                        future.add_done_callback(functools.partial(_ended, over, done.put))
 
                 fill()
                 while running:
@@ -1044,6 +1044,12 @@ class _SourceFacts:
         return cls(
             row.url, row.status, row.follow_citations, row.depth, row.platform, row.kind, tuple(sorted(set(incidents)))
         )
+
+
+def _ended(traffic_over: Callable[[], None], report: Callable[[Any], None], future: Future[Any]) -> None:
+    """A capture's future is done (in its worker's thread): its host is free at the latest now, then its end."""
+    traffic_over()
+    report(future)
 
 
 class _OnlyOnce:
