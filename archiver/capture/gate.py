@@ -1,10 +1,10 @@
 """Politeness: at most ``per_host`` requests in flight to one host, started at least ``delay`` seconds apart.
 
-The global limit is the worker pool's size; this gate keeps one slow or small site from being hammered without
-making the whole run wait on it (other hosts' requests go on). :class:`HostQueue` is the run's side of it: it
-hands a worker only a source whose host has a free slot, so that workers do not sleep in :meth:`HostGate.slot`
-on one busy site while others wait (a report citing one site many times lists its pages together).
-:class:`WorkerSlots` is the global limit itself: how many captures have traffic under way at once.
+The global limit is :class:`WorkerSlots`: how many captures have traffic under way at once. This gate keeps one
+slow or small site from being hammered without making the whole run wait on it (other hosts' requests go on).
+:class:`HostQueue` is the run's side of it: it hands a worker only a source whose host has a free slot, so that
+workers do not sleep in :meth:`HostGate.slot` on one busy site while others wait (a report citing one site many
+times lists its pages together); the run frees a capture's slot there once its traffic is over.
 """
 
 from __future__ import annotations

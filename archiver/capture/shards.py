@@ -71,7 +71,8 @@ def processes_for(setting: int, sources: int, hosts: int, workers: int) -> int:
 
 
 class HostPool:
-    """The hosts of a round, each with its sources, handed out whole, busiest host first (thread-safe)."""
+    """The hosts of a round, each with its sources, busiest host first: handed out whole (:meth:`take`) or split
+    over the processes (:meth:`split`). Thread-safe."""
 
     def __init__(self, pairs: list[tuple[int, str]]) -> None:
         by_host: dict[str, list[int]] = {}
