@@ -21,7 +21,7 @@ from sqlalchemy import select
 from archiver import jobs
 from archiver.archive import Archive
 from archiver.capture.gate import HostGate
-from archiver.capture.job import CaptureJob, CaptureSummary
+from archiver.capture.job import CaptureJob, CaptureSummary, RunSummary
 from archiver.capture.shards import HostPool, ShardOptions, per_host_shares, processes_for, run_sharded
 from archiver.catalogue.models import Artifact, Capture, Source, WarcFile
 from archiver.catalogue.store import SourceRequest
@@ -134,6 +134,27 @@ def test_a_run_over_two_processes_captures_each_source_once(archive: Archive, si
     assert not multiprocessing.active_children()
 
 
+def _capture_over_two_processes(archive: Archive, urls: dict[str, list[str]], *, workers: int) -> RunSummary:
+    with archive.store() as store:
+        for u in [u for group in urls.values() for u in group]:
+            store.ensure_source(SourceRequest(url=u))
+    options = ShardOptions(processes=2, workers=workers, follow_citations=None, browser=False)
+    return run_sharded(archive, options, lambda kind, data: None, max_time=None)
+
+
+def _page_processes(archive: Archive) -> list[tuple[str, str]]:
+    """Each page record's URL with the tag of the WARC file it is in (the pid of the process that wrote it)."""
+    with archive.session() as s:
+        stored = s.execute(
+            select(Source.url, WarcFile.name)
+            .join(Capture, Capture.source_id == Source.id)
+            .join(Artifact, Artifact.capture_id == Capture.id)
+            .join(WarcFile, WarcFile.id == Artifact.warc_file_id)
+            .where(Artifact.role == "page")
+        ).all()
+    return [(url, name.removesuffix(".warc.gz").rsplit("-", 1)[1]) for url, name in stored]
+
+
 def test_a_process_held_up_by_a_slow_host_leaves_the_other_hosts_to_the_others(
     sqlite_archive: Archive, sites: list[Site]
 ) -> None:
@@ -142,21 +163,9 @@ def test_a_process_held_up_by_a_slow_host_leaves_the_other_hosts_to_the_others(
     slow, *fast = sorted(sites, key=lambda s: HostGate.host_of(s.base))  # the pool's order for equal counts
     urls = {s.base: [s.add(f"/p{i}.html", f"<html><body>{i}</body></html>") for i in range(4)] for s in fast}
     urls[slow.base] = [slow.add(f"/p{i}.html", f"<html><body>{i}</body></html>", delay=0.4) for i in range(4)]
-    with sqlite_archive.store() as store:
-        for u in [u for group in urls.values() for u in group]:
-            store.ensure_source(SourceRequest(url=u))
-    options = ShardOptions(processes=2, workers=2, follow_citations=None, browser=False)
-    summary = run_sharded(sqlite_archive, options, lambda kind, data: None, max_time=None)
+    summary = _capture_over_two_processes(sqlite_archive, urls, workers=2)
     assert len(summary.captures) == 12 and summary.warnings == []
-    with sqlite_archive.session() as s:
-        stored = s.execute(
-            select(Source.url, WarcFile.name)
-            .join(Capture, Capture.source_id == Source.id)
-            .join(Artifact, Artifact.capture_id == Capture.id)
-            .join(WarcFile, WarcFile.id == Artifact.warc_file_id)
-            .where(Artifact.role == "page")
-        ).all()
-    process_of = {url: name.removesuffix(".warc.gz").rsplit("-", 1)[1] for url, name in stored}
+    process_of = dict(_page_processes(sqlite_archive))
     tags = {base: {process_of[u] for u in group} for base, group in urls.items()}
     assert all(len(t) == 1 for t in tags.values())  # a host stays in one process
     assert tags[fast[0].base] == tags[fast[1].base] != tags[slow.base]
@@ -182,23 +191,12 @@ def test_with_no_delay_each_process_takes_a_share_of_every_host_within_its_limit
             s.base: [s.add(f"/p{i}.html", f"<html><body>{i}</body></html>", delay=0.15) for i in range(6)]
             for s in sites
         }
-        with archive.store() as store:
-            for u in [u for group in urls.values() for u in group]:
-                store.ensure_source(SourceRequest(url=u))
-        options = ShardOptions(processes=2, workers=8, follow_citations=None, browser=False)
-        summary = run_sharded(archive, options, lambda kind, data: None, max_time=None)
+        summary = _capture_over_two_processes(archive, urls, workers=8)
         assert len(summary.captures) == 18 and {c.outcome for c in summary.captures} == {"ok"}
         assert summary.warnings == []
-        with archive.session() as s:
-            stored = s.execute(
-                select(Source.url, WarcFile.name)
-                .join(Capture, Capture.source_id == Source.id)
-                .join(Artifact, Artifact.capture_id == Capture.id)
-                .join(WarcFile, WarcFile.id == Artifact.warc_file_id)
-                .where(Artifact.role == "page")
-            ).all()
+        stored = _page_processes(archive)
         assert len(stored) == 18
-        process_of = {url: name.removesuffix(".warc.gz").rsplit("-", 1)[1] for url, name in stored}
+        process_of = dict(stored)
         for group in urls.values():
             assert len({process_of[u] for u in group}) == 2  # both processes took a share of the host
         assert [s.most_at_once for s in sites] == [2, 2, 2]  # per_host = 2 for the host, not per process

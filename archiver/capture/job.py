@@ -353,7 +353,7 @@ class CaptureJob:
         # What the workers tell the dispatcher: a capture's traffic is over (its host, which may take another
         # capture, while this one writes and commits), or the capture has ended (its future).
         done: Queue[Future[CaptureSummary | None] | str] = Queue()
-        running: dict[Future[CaptureSummary | None], tuple[int, str]] = {}
+        running: set[Future[CaptureSummary | None]] = set()
         try:
             with ThreadPoolExecutor(2 * self.workers, thread_name_prefix="capture") as pool:
                 asking = more
@@ -388,7 +388,7 @@ class CaptureJob:
                     for sid, host, begun in self._begin_ahead(starting):
                         over = _OnlyOnce(done.put, host)
                         future = pool.submit(self._capture_guarded, sid, begun, over)
-                        running[future] = (sid, host)
+                        running.add(future)
                         future.add_done_callback(functools.partial(_ended, over, done.put))
 
                 fill()
@@ -402,7 +402,7 @@ class CaptureJob:
                             waiting.done(item)
                             continue
                         future = item
-                        running.pop(future)
+                        running.discard(future)
                         result = future.result()
                         if result is not None:
                             self._summary.captures.append(result)
