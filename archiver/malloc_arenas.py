@@ -13,7 +13,7 @@ small objects under the GIL, so threads seldom contend for malloc and a few aren
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 import sys
 
@@ -21,14 +21,15 @@ ARENAS = 2
 _M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
 
 
+@functools.cache
 def limit_arenas(arenas: int = ARENAS) -> bool:
     """Let threads created from now on share at most ``arenas`` malloc arenas. True if the limit was set (glibc,
-    no ``MALLOC_ARENA_MAX`` in the environment); the arenas that exist stay."""
+    no ``MALLOC_ARENA_MAX`` in the environment); the arenas that exist stay. Once per process (a forked child
+    inherits the setting): every capture job calls it."""
     if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: libc is loaded, no search needed
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
