@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import gc
 import hashlib
 import json
+import os
 import socket
 import threading
 import time
@@ -371,6 +373,25 @@ def test_cookies_set_during_a_redirect_are_sent_on_and_redacted(hostile_server: 
     fetcher.close()
 
 
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_stored_redacted(
+    hostile_server: HostileServer, fetch: Any
+) -> None:
+    url = hostile_server.url("/echo-headers").replace("http://", "http://archivist:pa%20ss@", 1)
+    ex = only(fetch(url))
+    received = dict(tuple(pair) for pair in json.loads(payload(ex.response)))
+    assert received["Authorization"] == "Basic " + base64.b64encode(b"archivist:pa ss").decode("ascii")
+    stored = head(ex.request)
+    assert "Authorization: [redacted]\r\n" in stored and ex.redacted == ("Authorization",)
+    assert "pa%20ss" not in ex.url and "pa%20ss" not in stored
+    # A relative redirect keeps the credentials the fetch was given; no recorded URL holds them.
+    url = hostile_server.url("/redirect-to?url=/echo-headers").replace("http://", "http://archivist:pa%20ss@", 1)
+    r = fetch(url)
+    assert r.outcome is Outcome.OK and len(r.exchanges) == 2
+    received = dict(tuple(pair) for pair in json.loads(payload(r.exchanges[1].response)))
+    assert received["Authorization"].startswith("Basic ")
+    assert all("@" not in e.url and e.redacted == ("Authorization",) for e in r.exchanges)
+
+
 def test_domain_headers_go_only_to_their_domain(hostile_server: HostileServer, fetch: Any) -> None:
     port = hostile_server.port
     target = f"http://127.0.0.1:{port}/echo-headers"
@@ -566,3 +587,46 @@ def test_host_header_and_request_target() -> None:
     assert httpwire.host_header("http://[::1]:8080/") == "[::1]:8080"
     assert httpwire.request_target("http://u:p@a.example/p?q=1#f", absolute_form=False) == "/p?q=1"
     assert httpwire.request_target("http://u:p@a.example/p?q=1#f", absolute_form=True) == "http://a.example/p?q=1"
+
+
+# -- connections ----------------------------------------------------------------------------------------------
+
+
+def _connections(server: HostileServer, path: str, after: int, count: int) -> list[int]:
+    """The client ports of the ``count`` answers to ``path`` after the first ``after``: a handler records its
+    answer after its last write, so the client may have its response before the record exists."""
+    server.last(path, after=after + count - 1)
+    return [s.client_port for s in server.served(path)[after:]]
+
+
+def test_the_fetchers_threads_share_keep_alive_connections(hostile_server: HostileServer) -> None:
+    fetcher = make_fetcher()
+    url, before = hostile_server.url("/ok"), len(hostile_server.served("/ok"))
+    with ThreadPoolExecutor(1) as one, ThreadPoolExecutor(1) as other:
+        for i in range(6):  # the two threads take turns; each has its own session (cookie jar)
+            result = (one if i % 2 else other).submit(fetcher.fetch, url).result()
+            assert result.outcome is Outcome.OK
+            result.close()
+    fetcher.close()
+    ports = _connections(hostile_server, "/ok", before, 6)
+    assert len(ports) == 6 and len(set(ports)) == 1  # one connection, reused by both threads
+
+
+def test_a_forked_child_opens_its_own_connection(hostile_server: HostileServer) -> None:
+    fetcher = make_fetcher()
+    url, before = hostile_server.url("/ok"), len(hostile_server.served("/ok"))
+    fetcher.fetch(url).close()  # this process now keeps a connection in its pool
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through its exit status
+        code = 1
+        try:
+            with fetcher.fetch(url) as result:
+                code = 0 if result.outcome is Outcome.OK else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    fetcher.fetch(url).close()  # the parent's connection was neither used nor closed by the child
+    fetcher.close()
+    parent_first, in_child, parent_again = _connections(hostile_server, "/ok", before, 3)
+    assert in_child != parent_first == parent_again

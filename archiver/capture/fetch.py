@@ -13,6 +13,7 @@ timeout or the server hanging up is kept and marked with its WARC 1.1 §5.13 ``W
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
+from requests.adapters import HTTPAdapter
 from requests.cookies import extract_cookies_to_jar as _untyped_extract_cookies
 
 import archiver
@@ -80,6 +82,10 @@ class FetchSettings:
     # Credentials (Cookie, Authorization) sent only to one domain and its subdomains, checked on every hop.
     headers_by_domain: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     verify_tls: bool = True
+    # Idle keep-alive connections kept per host, shared by the fetcher's threads (a capture run's per_host
+    # bounds how many are in use at once); hosts whose connections are kept, least recently used dropped first.
+    pool_per_host: int = 10
+    pool_hosts: int = 64  # at most pool_hosts x pool_per_host idle sockets: well under a 1,024 file limit
 
     def __post_init__(self) -> None:
         if self.proxy is not None:
@@ -91,6 +97,8 @@ class FetchSettings:
                 )
         if self.max_body < 0 or self.max_redirects < 0 or self.retries < 0:
             raise ConfigError("max_body, max_redirects and retries must not be negative")
+        if self.pool_per_host < 1 or self.pool_hosts < 1:
+            raise ConfigError("pool_per_host and pool_hosts must be at least 1")
 
     @property
     def egress(self) -> str:
@@ -137,8 +145,56 @@ SinkWriter = Callable[[list[RecordSpec]], list[RecordRef]]
 _extract_cookies: Callable[[Any, Any, Any], None] = _untyped_extract_cookies  # untyped in the stubs
 
 
+class _PooledAdapter(HTTPAdapter):
+    """The transport adapter of one fetcher in one process, mounted on every thread's session.
+
+    A session holds a cookie jar, so each thread has its own; connections hold nothing of a capture, so the
+    threads share them: urllib3's pools are thread-safe, and a keep-alive connection to a host serves whichever
+    thread fetches from it next. (With a pool per thread, a run over many hosts opened about one connection per
+    page.) The fetcher reads the urllib3 response itself and keeps cookies only for a fetch's own hops, so
+    :meth:`build_response` leaves out what a ``requests.Response`` would otherwise parse for nothing: its header
+    dict, encoding and cookie jar.
+    """
+
+    def __init__(self, hosts: int, per_host: int) -> None:
+        super().__init__(pool_connections=hosts, pool_maxsize=per_host)
+        self._proxy_lock = threading.Lock()
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        with self._proxy_lock:  # created on first use; two threads must not make two managers for one proxy
+            return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+    def get_connection_with_tls_context(
+        self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None
+    ) -> Any:
+        if proxies:
+            return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+        try:
+            host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
+        except ValueError as exc:
+            raise requests.exceptions.InvalidURL(exc, request=request) from exc
+        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+
+    def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
+        if proxies:
+            return str(super().request_url(request, proxies))
+        url = request.path_url
+        return f"/{url.lstrip('/')}" if url.startswith("//") else url
+
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code = resp.status
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url or ""
+        response.request = req
+        response.connection = self
+        return response
+
+
 class Fetcher:
-    """Thread-safe: each thread gets its own ``requests.Session``.
+    """Thread-safe: each thread gets its own ``requests.Session`` (its cookie jar), and the threads of a process
+    share the keep-alive connections (:class:`_PooledAdapter`).
 
     ``sink_writer`` (for example ``WarcSink.write_group``), when given, receives each exchange's records as
     soon as the exchange ends; the resulting refs are on :attr:`Exchange.records`.
@@ -161,20 +217,31 @@ class Fetcher:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
+        self._adapter: tuple[int, _PooledAdapter] | None = None  # (pid, adapter): a forked child opens its own
         proxy = settings.proxy
         self._proxies = {"http": proxy, "https": proxy} if proxy else {}
         self._proxy_label = httpwire.strip_userinfo(proxy) if proxy else None
         self._forward_proxy = proxy is not None and proxy.lower().startswith(("http:", "https:"))
 
     def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False  # no proxy, .netrc or CA bundle picked up from the environment
-            session.headers.clear()
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
+        pid = os.getpid()
+        mine: tuple[int, requests.Session] | None = getattr(self._local, "session", None)
+        if mine is not None and mine[0] == pid:
+            return mine[1]
+        session = requests.Session()
+        session.trust_env = False  # no proxy, .netrc or CA bundle picked up from the environment
+        session.headers.clear()
+        with self._lock:
+            if self._adapter is None or self._adapter[0] != pid:
+                # A forked child never uses its parent's pooled sockets (two processes on one connection), nor
+                # closes the parent's sessions.
+                self._adapter = (pid, _PooledAdapter(self.settings.pool_hosts, self.settings.pool_per_host))
+                self._sessions = []
+            adapter = self._adapter[1]
+            self._sessions.append(session)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        self._local.session = (pid, session)
         return session
 
     def close(self) -> None:
@@ -241,7 +308,9 @@ class Fetcher:
             if hops >= self.settings.max_redirects:
                 return done(Outcome.TOO_MANY_REDIRECTS, f"more than {self.settings.max_redirects} redirects")
             hops += 1
-            current = httpwire.resolve_location(ex.url, location)
+            # The recorded URL has no credentials; a relative Location keeps those the fetch was given.
+            base = current if "@" in urlsplit(current).netloc else ex.url
+            current = httpwire.resolve_location(base, location)
             if (ex.status == 303 and method != "HEAD") or (ex.status in (301, 302) and method == "POST"):
                 method, body = "GET", None
 
@@ -301,15 +370,12 @@ class Fetcher:
             return _Attempt(None, Outcome.TIMEOUT, retryable=False, error="total timeout reached")
         started = self._clock.now()
         try:
-            # PreparedRequest directly: Session.prepare_request would merge the session's (empty) headers,
-            # params and hooks and copy its cookie jar, for nothing. The jar's cookies for this URL are sent.
-            prep = requests.PreparedRequest()
-            prep.prepare(
-                method=method, url=url, headers=self._request_headers(url, headers), data=body, cookies=session.cookies
-            )
+            prep = _prepare(method, url, self._request_headers(url, headers), body, session.cookies)
         except (requests.RequestException, ValueError) as exc:
             return _Attempt(None, Outcome.INVALID_URL, False, httpwire.one_line(f"cannot request {url}: {exc}"))
-        target = prep.url or url
+        # Credentials in the URL went into the Authorization header (redacted in the record); the recorded URL,
+        # like the request line on the wire, carries none.
+        target = httpwire.strip_userinfo(prep.url or url)
         # RFC 9112 §3.2.2: plain http:// through an HTTP proxy is sent in absolute-form; SOCKS and CONNECT
         # tunnels carry the origin-form request unchanged.
         absolute = self._forward_proxy and target.lower().startswith("http:")
@@ -338,7 +404,8 @@ class Fetcher:
             # every 3xx body to prepare Response.next, which would lose the redirect's body from the record.
             adapter = session.get_adapter(target)
             resp = adapter.send(prep, stream=True, timeout=timeout, verify=settings.verify_tls, proxies=self._proxies)
-            _extract_cookies(session.cookies, prep, resp.raw)  # RFC 6265 §5.3, for the next hop
+            if "set-cookie" in resp.raw.headers or "set-cookie2" in resp.raw.headers:
+                _extract_cookies(session.cookies, prep, resp.raw)  # RFC 6265 §5.3, for the next hop
         except requests.Timeout as exc:
             return no_response(Outcome.TIMEOUT, exc, retryable=True)
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
@@ -417,6 +484,25 @@ class Fetcher:
             return ex
         refs = self._sink_writer(exchange_records(ex, self.new_record_id))
         return replace(ex, records=tuple(refs))
+
+
+def _prepare(
+    method: str, url: str, headers: Mapping[str, str], body: bytes | None, cookies: requests.cookies.RequestsCookieJar
+) -> requests.PreparedRequest:
+    """``PreparedRequest.prepare`` step by step, minus what a fetch never uses: no params, files, hooks or
+    session merging (Session.prepare_request would merge the session's empty headers and copy its jar). The
+    jar's cookies for this URL are sent; an empty jar (a fetch's first hop, most hops) is not consulted, and
+    credentials in the URL (``user:pass@``) become Basic auth as requests makes them."""
+    prep = requests.PreparedRequest()
+    prep.prepare_method(method)
+    prep.prepare_url(url, None)
+    prep.prepare_headers(headers)
+    if len(cookies):
+        prep.prepare_cookies(cookies)
+    prep.prepare_body(body, None, None)
+    if "@" in (prep.url or ""):
+        prep.prepare_auth(None, url)
+    return prep
 
 
 def _describe(exc: BaseException) -> str:

@@ -170,9 +170,12 @@ def peer_ip(raw: Any) -> str | None:
 
 
 def strip_userinfo(url: str) -> str:
-    """A URL without ``user:password@``, for recording a proxy without its credentials."""
+    """A URL without ``user:password@``, for recording it (a proxy, a request's target) without credentials;
+    a URL that has none is returned as it is."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, ""))
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def domain_matches(host: str, domain: str) -> bool:

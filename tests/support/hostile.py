@@ -106,6 +106,7 @@ class Served:
     length: int = 0
     body: bytes = b""
     request_headers: list[tuple[str, str]] = field(default_factory=list)
+    client_port: int = 0  # the client's end of the TCP connection: one port, one connection
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -123,7 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         self._query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        self._served = Served(self.path, request_headers=list(self.headers.items()))
+        self._served = Served(self.path, request_headers=list(self.headers.items()), client_port=self.client_address[1])
         self._hash = hashlib.sha256()
         try:
             route = ROUTES.get(parts.path)
