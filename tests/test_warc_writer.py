@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from archiver.clock import FixedClock, SequentialIds
 from archiver.errors import WarcError
+from archiver.warc import writer
 from archiver.warc.block import Block, block_from_bytes
 from archiver.warc.reader import check_file, iter_records
 from archiver.warc.records import (
@@ -30,7 +32,7 @@ from archiver.warc.records import (
     RecordRef,
     RecordSpec,
 )
-from archiver.warc.writer import WarcSink
+from archiver.warc.writer import WarcSink, deflater
 from tests.support.warc_files import (
     body,
     cdxj_index,
@@ -460,3 +462,29 @@ def test_records_added_by_then_know_where_the_group_landed(tmp_path: Path) -> No
     text = _stored_blocks(closed.path)[listed["urn:listing"].record_id].decode()
     assert text == "".join(f"at: {r.offset}+{r.length}\r\n" for r in seen)
     assert check_file(closed.path) == [] and warcio_check(closed.path).returncode == 0
+
+
+# -- the gzip members' deflater ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("isal", [True, False], ids=["isa-l", "zlib"])
+def test_every_level_makes_gzip_members_any_reader_inflates(isal: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not isal:
+        monkeypatch.setattr(writer, "isal_zlib", None)  # a platform without python-isal's wheels
+    data = b"<p>\xd8\xb4\xd9\x87\xd8\xa7\xd8\xaf\xd8\xa9</p>" * 300 + os.urandom(5000)
+    for level in range(10):
+        comp = deflater(level)()
+        member = comp.compress(data) + comp.flush()
+        assert member[:3] == b"\x1f\x8b\x08" and member[4:8] == b"\0\0\0\0"  # gzip, no mtime: same bytes
+        assert zlib.decompress(member, 31) == data
+        if level > 0:
+            assert len(member) < len(data)
+
+
+def test_isa_l_deflates_when_installed_at_the_nearest_level() -> None:
+    isal_zlib = pytest.importorskip("isal.isal_zlib")  # a dependency: its absence is a broken install
+    assert [deflater(level).args[0] for level in (1, 3, 4, 6, 7, 9)] == [1, 1, 2, 2, 3, 3]
+    assert deflater(6).func is isal_zlib.compressobj
+    assert deflater(0).func is zlib.compressobj  # stored, through zlib
+    with pytest.raises(WarcError):
+        deflater(10)
