@@ -22,7 +22,6 @@ from archiver.catalogue.store import SourceRequest
 from archiver.clock import utc_iso
 from archiver.config import load_settings
 from archiver.errors import ArchiverError, ManifestErrors
-from archiver.manifest import read_files
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
@@ -178,6 +177,8 @@ def manifest_validate(paths: tuple[str, ...], as_json: bool) -> None:
     Example:
         archiver manifest validate manifests/
     """
+    from archiver.manifest import read_files  # PyYAML: only for the commands that read manifests
+
     incidents, errors = read_files(paths, _today())
     if as_json:
         _emit_json(
@@ -207,6 +208,8 @@ def manifest_load(app: AppContext, paths: tuple[str, ...], as_json: bool) -> Non
         archiver manifest load manifests/*.yaml
     """
     archive = app.archive()
+    from archiver.manifest import read_files
+
     incidents, errors = read_files(paths, archive.clock.now().date())
     with archive.store() as store:
         report = store.load(incidents, files=sorted({i.path for i in incidents}))

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -59,7 +59,20 @@ MIN_RECAPTURE_SECONDS = 1.0  # less time than this left: recaptures wait for the
 # -- the schedule in the catalogue ---------------------------------------------------------------------------
 
 
-def next_check(src: Source, settings: RecheckSettings, after: datetime) -> datetime | None:
+class ScheduleFacts(Protocol):
+    """What a source's schedule is computed from: a :class:`Source`, or a row of these columns."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def gone_at(self) -> datetime | None: ...
+    @property
+    def last_checked_at(self) -> datetime | None: ...
+    @property
+    def last_captured_at(self) -> datetime | None: ...
+
+
+def next_check(src: ScheduleFacts, settings: RecheckSettings, after: datetime) -> datetime | None:
     """The source's next slot after ``after``: from its last capture, or from when it went for a gone source."""
     if src.status == st.GONE:
         anchor = src.gone_at or src.last_checked_at or after

@@ -32,7 +32,7 @@ import requests
 from sqlalchemy import String, Table, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
-from archiver import SOFTWARE, __version__, custody, keys, malloc_arenas
+from archiver import SOFTWARE, __version__, custody, keys, malloc_tuning
 from archiver.archive import Archive
 from archiver.capture.browser import BrowserCapturer
 from archiver.capture.citations import extract_citations
@@ -154,7 +154,7 @@ class CaptureJob:
         file_tag: str | None = None,
     ) -> None:
         self.archive = archive
-        malloc_arenas.limit_arenas()  # before the capture threads: their arenas would hold the process's memory
+        malloc_tuning.tune_for_capture()  # before the capture threads (arenas; freed memory kept for the next record)
         # A distributed worker's identity (archiver.distributed.liveness): recorded on its captures, so that
         # recovery elsewhere leaves them alone while it lives; its WARC file names carry its pid.
         self.worker = worker
@@ -169,6 +169,7 @@ class CaptureJob:
             retries=net.retries,
             proxy=net.proxy,
             headers_by_domain=archive.settings.credentials,
+            pool_per_host=max(10, net.per_host),  # idle connections kept for a host: as many as may be busy
         )
         self.gate = gate or HostGate(net.per_host, net.per_host_delay)
         # The global limit holds for traffic: a capture writing its records or waiting for its transaction
@@ -177,21 +178,6 @@ class CaptureJob:
         self.fetcher = Fetcher(self.fetch_settings, archive.clock, archive.ids)
         self.web = WebCapturer(self.fetcher, self.gate, requisites)
         self.signer = keys.load_signer(archive.settings.key_dir)
-        self.media_temp = archive.settings.tmp_dir / "media"
-        self.media: MediaCapturer | None = None
-        if media:
-            # Without ffmpeg, HLS downloads silently produce broken files: refuse to start instead.
-            check_ffmpeg()
-            self.media = MediaCapturer(
-                self.fetch_settings,
-                media_settings
-                or MediaSettings(
-                    max_filesize=archive.settings.media_max_filesize, cookies_file=archive.settings.cookies_file
-                ),
-                temp_parent=self.media_temp,
-                clock=archive.clock,
-                ids=archive.ids,
-            )
         self.progress = progress or (lambda _kind, _data: None)
         # Browser capture (docs/browser.md): None follows the [browser] settings (kinds, platforms), which is what
         # `archiver run` and `capture` pass (archiver.jobs); True renders every source of this job; False (the
@@ -202,6 +188,26 @@ class CaptureJob:
             self.browser = BrowserCapturer(
                 archive.settings.browser, self.fetch_settings, self.gate, archive.clock, archive.ids, warn=self._warn
             )
+        self.media_temp = archive.settings.tmp_dir / "media"
+        self.media: MediaCapturer | None = None
+        # The warcinfo names the tools' versions: Chromium is asked while ffmpeg answers (each is a process start,
+        # 70 ms or more, once per process), not after it.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-version") as probe:
+            browser_info = probe.submit(self.browser.warcinfo) if self.browser is not None else None
+            if media:
+                # Without ffmpeg, HLS downloads silently produce broken files: refuse to start instead.
+                check_ffmpeg()
+                self.media = MediaCapturer(
+                    self.fetch_settings,
+                    media_settings
+                    or MediaSettings(
+                        max_filesize=archive.settings.media_max_filesize, cookies_file=archive.settings.cookies_file
+                    ),
+                    temp_parent=self.media_temp,
+                    clock=archive.clock,
+                    ids=archive.ids,
+                )
+            browser_fields = browser_info.result() if browser_info is not None else {}
         self.follow_override = follow_citations
         self._lock = threading.Lock()
         self._local = threading.local()  # what the calling capture thread has under way
@@ -219,7 +225,7 @@ class CaptureJob:
                 "collector": archive.settings.collector,
                 "egress": self.fetch_settings.egress,
                 "capture-settings": ", ".join(f"{k}={v}" for k, v in sorted(archive.settings.public_dict().items())),
-                **(self.browser.warcinfo() if self.browser is not None else {}),
+                **browser_fields,
             },
             on_close=self._on_close,
             # A process among several writing into the directory (a distributed worker, or a capture process of

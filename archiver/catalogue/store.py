@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
@@ -16,8 +16,10 @@ from archiver import custody
 from archiver.catalogue.models import Capture, Incident, Source, incident_sources
 from archiver.clock import Clock, utc_iso
 from archiver.errors import NotFoundError
-from archiver.manifest import IncidentSpec, ReportSpec, SourceSpec
 from archiver.urls import identify, identity_key
+
+if TYPE_CHECKING:  # manifest parsing (PyYAML) is loaded by the commands that read manifests
+    from archiver.manifest import IncidentSpec, ReportSpec, SourceSpec
 
 # Source.status values.
 LEAD = "lead"  # cited, but no URL known: nothing to capture yet
