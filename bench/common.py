@@ -277,6 +277,9 @@ class _Handler(BaseHTTPRequestHandler):
         kind = "page" if self.path.startswith("/p/") else "image" if self.path.startswith("/img/") else "other"
         self.counts[f"{client}:{kind}"] += 1  # Counter += under the GIL: good enough for counts
         self.counts[f"{client}:bytes"] += len(body or b"")
+        if not getattr(self, "_counted", False):  # one handler per TCP connection
+            self._counted = True
+            self.counts[f"{client}:connections"] += 1
         if body is None:
             self._send(404, "text/plain", b"not found\n")
         elif kind == "page":

@@ -45,6 +45,7 @@ class Options:
     per_host: int
     per_host_delay: float
     timeout: float
+    processes: int = 0  # archiver network.processes; 0: the archiver's own choice
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,9 @@ class ClientResult:
 
 def _delta(after: Counter[str], before: Counter[str], client: str) -> tuple[int, int]:
     pages = after[f"{client}:page"] - before[f"{client}:page"]
-    total = sum(after[k] - before[k] for k in after if k.startswith(f"{client}:") and not k.endswith(":bytes"))
+    total = sum(
+        after[k] - before[k] for k in after if k.startswith(f"{client}:") and not k.endswith((":bytes", ":connections"))
+    )
     return pages, total
 
 
@@ -98,6 +101,7 @@ def prepare_archive(root: Path, urls: list[str], opts: Options) -> dict[str, flo
         f"workers = {opts.workers}\n"
         f"per_host = {opts.per_host}\n"
         f"per_host_delay = {float(opts.per_host_delay)}\n"
+        f"processes = {opts.processes}\n"
         "connect_timeout = 10.0\n"
         "read_timeout = 30.0\n"
         "total_timeout = 120.0\n"
@@ -154,6 +158,7 @@ def run_archiver(
             "catalogue_bytes": sum(tree_size(p) for p in root.glob("catalogue.sqlite*")),
             "warc_files": len(summary["closed_warcs"]),
             "site_cpu_s": cpu_after - cpu_before,
+            "connections": after["archiver:connections"] - before["archiver:connections"],
         },
     )
 
@@ -198,6 +203,7 @@ def run_wget(site: Site, workdir: Path, timeout: float) -> ClientResult:
             "warc_bytes": tree_size(warc),
             "files_bytes": tree_size(out / "files"),
             "site_cpu_s": cpu_after - cpu_before,
+            "connections": after["wget:connections"] - before["wget:connections"],
         },
     )
 
@@ -370,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--per-host", type=int, default=4, help="archiver network.per_host (4)")
     parser.add_argument("--per-host-delay", type=float, default=0.0, help="archiver network.per_host_delay, s (0)")
+    parser.add_argument(
+        "--processes", type=int, default=0, help="archiver network.processes (0: its own choice, one per core)"
+    )
     parser.add_argument("--quick", action="store_true", help="100 pages: a smoke run")
     parser.add_argument(
         "--grouped", action="store_true", help="list each host's pages together instead of round-robin over hosts"
@@ -390,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pages = 100 if args.quick else args.pages
     spec = SiteSpec(pages=pages, hosts=args.hosts, latency=args.latency / 1000, grouped=args.grouped)
-    opts = Options(args.workers, args.per_host, args.per_host_delay, args.timeout)
+    opts = Options(args.workers, args.per_host, args.per_host_delay, args.timeout, args.processes)
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="crawl-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     load_start = round(os.getloadavg()[0], 2)

@@ -43,7 +43,7 @@ from common import MB, mb
 from archiver.capture.httpwire import Exchange, exchange_records, serialise_request_head, serialise_response_head
 from archiver.clock import RandomIds, SystemClock
 from archiver.warc.block import CHUNK, BlockBuilder
-from archiver.warc.writer import WarcSink
+from archiver.warc.writer import WarcSink, deflater
 
 POOL_BYTES = 32 << 20  # random bytes the media bodies are cut from, made before any timing
 
@@ -189,6 +189,14 @@ def component_rates(corpus: Corpus, sample_mb: int = 64) -> dict[str, float]:
         for level in (0, 1, 6):
             comp = zlib.compressobj(level, zlib.DEFLATED, 31)
             rates[f"zlib-{level} {kind}"] = passes(comp.compress)
+            comp.flush()
+        # What WarcSink deflates with when python-isal is installed: zlib's levels 1-3 are ISA-L's 1, 4-6 its 2.
+        for level in (1, 6):
+            make = deflater(level)
+            if make.func is zlib.compressobj:
+                continue
+            comp = make()
+            rates[f"isa-l-{make.args[0]} (for {level}) {kind}"] = passes(comp.compress)
             comp.flush()
     return rates
 
