@@ -119,6 +119,31 @@ def test_a_capture_begun_ahead_starts_when_its_traffic_starts(sqlite_archive: Ar
     _assert_catalogue_matches_warcs(sqlite_archive)
 
 
+def test_a_new_warc_files_row_waiting_for_the_catalogue_holds_no_capture_back(sqlite_archive: Archive) -> None:
+    """The first group written to a new WARC file commits the file's row before its capture can commit; while
+    that waits for the catalogue's write lock, another capture thread still starts its traffic. (It once held
+    the job's own lock, which every capture takes when its traffic starts: the test below then failed when the
+    second capture started a moment after the first began writing.)"""
+    job = CaptureJob(sqlite_archive, workers=1, gate=HostGate(4, 0.0))
+    db = sqlite3.connect(sqlite_archive.settings.root / "catalogue.sqlite", check_same_thread=False)
+    db.execute("BEGIN IMMEDIATE")
+    registering = threading.Thread(target=job._warc_id, args=("held.warc.gz",))
+    registering.start()
+    time.sleep(0.3)  # the registration is waiting on the catalogue by now
+    starting = threading.Thread(target=job._started, args=(0,))
+    starting.start()
+    starting.join(timeout=2)
+    started_while_held = not starting.is_alive()
+    db.rollback()
+    db.close()
+    registering.join(timeout=10)
+    starting.join(timeout=10)
+    assert started_while_held
+    assert not registering.is_alive()
+    with sqlite_archive.session() as s:
+        assert s.scalar(select(WarcFile.status).where(WarcFile.name == "held.warc.gz")) == "open"
+
+
 def test_a_capture_waiting_for_its_transaction_lets_the_next_one_fetch(sqlite_archive: Archive, site: Site) -> None:
     """The worker limit counts traffic: one worker, and the second capture's request goes out while the first
     waits for the catalogue's write lock (held here by another connection) to commit what it fetched."""

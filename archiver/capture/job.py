@@ -212,6 +212,9 @@ class CaptureJob:
         self._lock = threading.Lock()
         self._local = threading.local()  # what the calling capture thread has under way
         self._warc_ids: dict[str, int] = {}
+        # Held while a new WARC file's row commits: never self._lock, which every capture thread takes to start
+        # its traffic (a capture waiting for the catalogue's write lock must not hold the others' traffic back).
+        self._warc_id_lock = threading.Lock()
         self._summary = RunSummary()
         self._discovered: dict[int, list[int]] = {}  # source id -> sources its page cited, to capture next
         self.sink = WarcSink(
@@ -666,8 +669,7 @@ class CaptureJob:
         return list(extract_citations(decoded_body(final), page.main.final_url, encoding=charset(final)))
 
     def _warc_id(self, name: str) -> int:
-        with self._lock:
-            known = self._warc_ids.get(name)
+        known = self._warc_ids.get(name)  # a dict read is atomic; a miss is settled under _warc_id_lock
         if known is not None:
             return known
         opened_at = self.archive.clock.now()
@@ -679,7 +681,7 @@ class CaptureJob:
             values = {"name": name, "status": "open", "opened_at": opened_at}
             return b.insert_now(WarcFile, values)
 
-        with self._lock:  # one lookup per file: the sink's first group in a new file is written by one thread
+        with self._warc_id_lock:  # one lookup per file: the sink's first group in a new file is written by one thread
             if name not in self._warc_ids:
                 self._warc_ids[name] = self._committer.submit(work)
             return self._warc_ids[name]
