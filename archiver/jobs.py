@@ -17,6 +17,7 @@ from filelock import FileLock, Timeout
 
 from archiver import keys, recheck_due
 from archiver.archive import Archive
+from archiver.capture import probes
 from archiver.capture.job import CaptureJob, ProgressCallback, RunSummary
 from archiver.capture.shards import ShardOptions, run_sharded
 from archiver.errors import LockedError
@@ -125,6 +126,10 @@ def run(archive: Archive, options: RunOptions, progress: ProgressCallback | None
         return run_distributed(archive, options, progress)
     archive.ensure_ready()
     with run_lock(archive.settings.root), run_log(archive.settings.root) as log:
+        # The capture jobs name ffmpeg's and Chromium's versions in their warcinfo: asked now, they answer while
+        # the catalogue is read and repaired, instead of after it (archiver.capture.probes).
+        wants_browser = options.browser is not False and (options.browser or archive.settings.browser.enabled)
+        probes.ask_ahead(ffmpeg=True, chromium=archive.settings.browser.executable if wants_browser else None)
         net = archive.settings.network
         shard = ShardOptions(
             processes=net.processes if options.processes is None else options.processes,

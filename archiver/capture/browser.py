@@ -20,24 +20,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
-from functools import cache
 from importlib.metadata import version as dist_version
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archiver.capture import probes
 from archiver.capture.browser_records import Rendered, RoledSpec, local_specs, traffic_specs
 from archiver.capture.browser_settings import BrowserSettings
 from archiver.capture.fetch import Fetcher, FetchSettings
 from archiver.capture.gate import HostGate
 from archiver.capture.httpwire import one_line
+from archiver.capture.probes import chromium_version
 from archiver.clock import Clock, IdGenerator
 
 if TYPE_CHECKING:  # the page behaviours (Pillow) and the interceptor load with the first render
@@ -84,16 +82,6 @@ class _Slot:
     browser: Any
     cdp: Any
     current: Interceptor | None = None
-
-
-@cache
-def chromium_version(executable: str) -> str:
-    """What ``chromium --version`` says (asked once per process; a run may build several jobs)."""
-    try:
-        out = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return one_line(out.stdout) or "unknown"
 
 
 class BrowserCapturer:
@@ -147,8 +135,7 @@ class BrowserCapturer:
 
     def _find_problem(self) -> str | None:
         exe = self.settings.executable
-        path = exe if Path(exe).is_absolute() else shutil.which(exe)
-        if path is None or not os.access(path, os.X_OK):
+        if probes.find_executable(exe) is None:
             return (
                 f"browser capture skipped: Chromium not found at {exe} "
                 "(apt install chromium, or set [browser] executable); web capture goes on"

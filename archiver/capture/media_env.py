@@ -7,7 +7,6 @@ modules); a job that never meets a video must not pay for it at every start, so 
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
 import os
 import shutil
@@ -19,6 +18,7 @@ from http.cookiejar import Cookie, LoadError
 from importlib.metadata import version
 from pathlib import Path
 
+from archiver.capture import probes
 from archiver.errors import ConfigError, ToolMissingError
 from archiver.warc.block import CHUNK, Block, Digest
 
@@ -52,15 +52,18 @@ def check_ffmpeg() -> FfmpegTool:
     return FfmpegTool(ffmpeg, _ffmpeg_version(ffmpeg, (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)))
 
 
-@functools.lru_cache(maxsize=8)
-def _ffmpeg_version(ffmpeg: str, _identity: tuple[int, int, int, int]) -> str:
-    """The version ``ffmpeg -version`` prints (cached per binary: ``_identity`` changes with the file)."""
-    try:
-        out = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ToolMissingError(f"ffmpeg at {ffmpeg} does not run: {exc}", hint="reinstall ffmpeg") from exc
-    words = out.split()
-    return words[2] if len(words) > 2 and words[:2] == ["ffmpeg", "version"] else "unknown"
+def _ffmpeg_version(ffmpeg: str, identity: tuple[int, int, int, int]) -> str:
+    """The version ``ffmpeg -version`` prints (asked once per binary: ``identity`` changes with the file)."""
+
+    def ask() -> str:
+        try:
+            out = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True, timeout=30, check=True).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ToolMissingError(f"ffmpeg at {ffmpeg} does not run: {exc}", hint="reinstall ffmpeg") from exc
+        words = out.split()
+        return words[2] if len(words) > 2 and words[:2] == ["ffmpeg", "version"] else "unknown"
+
+    return probes.once(("ffmpeg", ffmpeg, identity), ask)
 
 
 def ytdlp_version() -> str:
