@@ -1,17 +1,14 @@
 """Shared helpers for the benchmarks: a measured subprocess, a loopback test site, sizes and profile summaries.
 
 Nothing here reaches beyond 127.0.0.0/8. The site is the one :mod:`bench.crawl_bench` crawls: pages with images
-spread over several loopback addresses, one server per address on one port, each answering every request after a
-fixed delay, concurrent requests overlapping their latency as they would against real servers. By default the
-servers share one asyncio event loop (the delay is an ``asyncio.sleep``); ``server="threaded"`` gives http.server's
-thread per connection instead (the delay slept in the handler thread), as the site was first served.
+spread over several loopback addresses, one threaded server per address on one port, each answering every request
+after a fixed delay (a sleep in the handler thread, so concurrent requests overlap their latency as they would
+against real servers).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import email.utils
 import ipaddress
 import json
 import multiprocessing
@@ -274,7 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
         client = "wget" if agent.startswith("Wget") else "archiver" if "archiver" in agent else "other"
         body = self.cache.get(self.path)
         if body is None:
-            body = _make(self.spec, self.path)
+            body = self._make(self.path)
             if body is not None:
                 self.cache[self.path] = body
         kind = "page" if self.path.startswith("/p/") else "image" if self.path.startswith("/img/") else "other"
@@ -289,6 +286,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "text/html; charset=utf-8", body)
         else:
             self._send(200, "image/png" if self.path.endswith(".png") else "image/jpeg", body)
+
+    def _make(self, path: str) -> bytes | None:
+        if path.startswith("/p/") and path.endswith(".html"):
+            number = path[3:-5]
+            if number.isdigit() and int(number) < self.spec.pages:
+                return page_html(self.spec, int(number))
+        if path.startswith("/img/"):
+            return image_bytes(path)
+        return None
 
     def _send(self, status: int, ctype: str, body: bytes) -> None:
         self.send_response(status)
@@ -306,9 +312,20 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256  # the default backlog of 5 drops connections when 32 clients connect at once
 
 
-def _serve_threaded(spec: SiteSpec, conn: Connection) -> None:
-    """Child process: bind one threaded server per address on one shared port, report the port, serve until
-    the parent says stop. A thread per connection, each sleeping out the latency: what http.server gives."""
+def site_content(spec: SiteSpec) -> dict[str, bytes]:
+    """Every page and image of the site, made before it answers: the first client to crawl it must not pay,
+    on the cores the clients share, for content the later ones get from a cache."""
+    content: dict[str, bytes] = {}
+    for i in range(spec.pages):
+        content[f"/p/{i}.html"] = page_html(spec, i)
+        for path in spec.page_images(i):
+            if path not in content:
+                content[path] = image_bytes(path)
+    return content
+
+
+def _serve(spec: SiteSpec, conn: Connection) -> None:
+    """Child process: bind one server per address on one shared port, report the port, serve until killed."""
     handler = type("Handler", (_Handler,), {"spec": spec, "counts": Counter(), "cache": site_content(spec)})
     for _ in range(20):
         servers: list[_Server] = []
@@ -327,136 +344,6 @@ def _serve_threaded(spec: SiteSpec, conn: Connection) -> None:
         conn.recv()  # blocks until the parent says stop (or goes away)
         return
     conn.send(None)
-
-
-class _AsyncSite:
-    """The same site as :class:`_Handler` serves, on one asyncio event loop: the latency is an ``asyncio.sleep``,
-    so the site spends its CPU on answering, not on a thread per connection waking up (with the threaded server
-    the site took about 1.4 s of CPU in a 1,000-page run, on the two cores the client under test also uses)."""
-
-    def __init__(self, spec: SiteSpec) -> None:
-        self.spec = spec
-        self.counts: Counter[str] = Counter()
-        self.cache = site_content(spec)
-        self._date = (0, b"")
-
-    def _date_header(self) -> bytes:
-        now = int(time.time())
-        if self._date[0] != now:
-            self._date = (now, email.utils.formatdate(now, usegmt=True).encode())
-        return self._date[1]
-
-    def _response(self, status: int, ctype: str, body: bytes, close: bool) -> bytes:
-        reason = b"OK" if status == 200 else b"Not Found"
-        closing = b"Connection: close\r\n" if close else b""
-        head = (
-            b"HTTP/1.1 %d %s\r\nServer: crawl-bench\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
-            % (
-                status,
-                reason,
-                self._date_header(),
-                ctype.encode(),
-                len(body),
-                closing,
-            )
-        )
-        return head + body
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        counted = False
-        try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                    return
-                lines = head.decode("latin-1").split("\r\n")
-                parts = lines[0].split(" ")
-                path = parts[1].split("?")[0] if len(parts) == 3 else ""
-                fields = {}
-                for line in lines[1:]:
-                    name, sep, value = line.partition(":")
-                    if sep:
-                        fields[name.strip().lower()] = value.strip()
-                close = fields.get("connection", "").lower() == "close" or parts[-1] == "HTTP/1.0"
-                if path == "/__stats":  # not delayed, not counted: the benchmark reads the request counts here
-                    writer.write(self._response(200, "application/json", json.dumps(dict(self.counts)).encode(), close))
-                else:
-                    await asyncio.sleep(self.spec.latency)
-                    agent = fields.get("user-agent", "")
-                    client = "wget" if agent.startswith("Wget") else "archiver" if "archiver" in agent else "other"
-                    body = self.cache.get(path)
-                    if body is None:
-                        body = _make(self.spec, path)
-                        if body is not None:
-                            self.cache[path] = body
-                    kind = "page" if path.startswith("/p/") else "image" if path.startswith("/img/") else "other"
-                    self.counts[f"{client}:{kind}"] += 1
-                    self.counts[f"{client}:bytes"] += len(body or b"")
-                    if not counted:
-                        counted = True
-                        self.counts[f"{client}:connections"] += 1
-                    if body is None:
-                        writer.write(self._response(404, "text/plain", b"not found\n", close))
-                    elif kind == "page":
-                        writer.write(self._response(200, "text/html; charset=utf-8", body, close))
-                    else:
-                        ctype = "image/png" if path.endswith(".png") else "image/jpeg"
-                        writer.write(self._response(200, ctype, body, close))
-                await writer.drain()
-                if close:
-                    return
-        except (ConnectionError, asyncio.CancelledError):
-            return  # the client went away, or the site is stopping (asyncio.run cancels what is still open)
-        finally:
-            writer.close()
-
-
-def _serve_async(spec: SiteSpec, conn: Connection) -> None:
-    """Child process: one asyncio server per address on one shared port, on one event loop."""
-
-    async def main() -> None:
-        site = _AsyncSite(spec)
-        for _ in range(20):
-            servers: list[asyncio.base_events.Server] = []
-            try:
-                first = await asyncio.start_server(site.handle, spec.host(0), 0, backlog=256)
-                servers.append(first)
-                port = first.sockets[0].getsockname()[1]
-                for h in range(1, spec.hosts):
-                    servers.append(await asyncio.start_server(site.handle, spec.host(h), port, backlog=256))
-            except OSError:
-                for s in servers:
-                    s.close()
-                continue  # the port was taken on another address: try another one
-            conn.send(port)
-            await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until the parent says stop
-            return
-        conn.send(None)
-
-    asyncio.run(main())
-
-
-def site_content(spec: SiteSpec) -> dict[str, bytes]:
-    """Every page and image of the site, made before it answers: the first client to crawl it must not pay,
-    on the cores the clients share, for content the later ones get from a cache."""
-    content: dict[str, bytes] = {}
-    for i in range(spec.pages):
-        content[f"/p/{i}.html"] = page_html(spec, i)
-        for path in spec.page_images(i):
-            if path not in content:
-                content[path] = image_bytes(path)
-    return content
-
-
-def _make(spec: SiteSpec, path: str) -> bytes | None:
-    if path.startswith("/p/") and path.endswith(".html"):
-        number = path[3:-5]
-        if number.isdigit() and int(number) < spec.pages:
-            return page_html(spec, int(number))
-    if path.startswith("/img/"):
-        return image_bytes(path)
-    return None
 
 
 @dataclass
@@ -483,13 +370,11 @@ class Site:
 
 
 @contextlib.contextmanager
-def serve_site(spec: SiteSpec, *, server: str = "async") -> Iterator[Site]:
-    """Run the site in its own process, so it never competes for the benchmark's GIL. ``server``: "async"
-    (one event loop) or "threaded" (http.server, a thread per connection), the same site either way."""
-    target = {"async": _serve_async, "threaded": _serve_threaded}[server]
+def serve_site(spec: SiteSpec) -> Iterator[Site]:
+    """Run the site in its own process, so its handler threads never compete for the benchmark's GIL."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=target, args=(spec, child), daemon=True)
+    proc = ctx.Process(target=_serve, args=(spec, child), daemon=True)
     proc.start()
     try:
         port = parent.recv()

@@ -274,11 +274,7 @@ def ideal_requests_per_s(spec: SiteSpec, opts: Options, arch: ClientResult) -> f
 
 
 def report(
-    spec: SiteSpec,
-    opts: Options,
-    results: list[ClientResult],
-    archiver_runs: list[ClientResult],
-    server: str = "async",
+    spec: SiteSpec, opts: Options, results: list[ClientResult], archiver_runs: list[ClientResult]
 ) -> dict[str, Any]:
     by_name = {r.name: r for r in results}
     rows = []
@@ -304,13 +300,7 @@ def report(
             }
         )
     out: dict[str, Any] = {
-        "site": {
-            "pages": spec.pages,
-            "hosts": spec.hosts,
-            "latency_ms": spec.latency * 1000,
-            "grouped": spec.grouped,
-            "server": server,
-        },
+        "site": {"pages": spec.pages, "hosts": spec.hosts, "latency_ms": spec.latency * 1000, "grouped": spec.grouped},
         "settings": opts.__dict__,
         "clients": rows,
     }
@@ -333,10 +323,7 @@ def report(
 def print_report(data: dict[str, Any]) -> None:
     site = data["site"]
     order = "grouped by host" if site["grouped"] else "round-robin over hosts"
-    print(
-        f"site: {site['pages']} pages on {site['hosts']} hosts ({order}), {site['latency_ms']:.0f} ms per request,"
-        f" {site.get('server', 'threaded')} server"
-    )
+    print(f"site: {site['pages']} pages on {site['hosts']} hosts ({order}), {site['latency_ms']:.0f} ms per request")
     print(f"archiver settings: {data['settings']}")
     header = f"{'client':<9} {'pages':>6} {'reqs':>6} {'wall s':>7} {'pages/s':>8} {'req/s':>7} {'cpu s':>6}"
     print(header + f" {'peak RSS':>9} {'written':>9}")
@@ -397,12 +384,6 @@ def main(argv: list[str] | None = None) -> int:
         "--grouped", action="store_true", help="list each host's pages together instead of round-robin over hosts"
     )
     parser.add_argument("--skip-wget", action="store_true")
-    parser.add_argument(
-        "--site",
-        choices=("async", "threaded"),
-        default="async",
-        help="the site's server: one event loop (default) or http.server's thread per connection",
-    )
     parser.add_argument("--repeat", type=int, default=1, help="archiver runs (fresh root each); the median counts")
     parser.add_argument(
         "--pipeline-bound", action="store_true", help="also run fetch + WARC writing alone, with no catalogue"
@@ -423,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     load_start = round(os.getloadavg()[0], 2)
     try:
-        with serve_site(spec, server=args.site) as site:
+        with serve_site(spec) as site:
             print(f"site up on {spec.host(0)}..{spec.host(spec.hosts - 1)} port {site.port}; work dir {workdir}")
             runs = []
             for n in range(max(1, args.repeat)):
@@ -434,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_wget:
                 results.append(run_wget(site, workdir, args.timeout))
                 print(f"wget: {results[-1].pages} pages in {results[-1].run.wall_s:.2f} s", flush=True)
-            data = report(spec, opts, results, runs, args.site)
+            data = report(spec, opts, results, runs)
             # Other processes on the machine take cores from both clients; say how busy it was.
             data["load_average_1m_start_end"] = [load_start, round(os.getloadavg()[0], 2)]
             if args.pipeline_bound:
