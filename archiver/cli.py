@@ -573,6 +573,12 @@ def run_command(
         archiver run --max-time 3000 --json
         archiver run --executor celery --no-wait
     """
+    archive = app.archive()
+    if executor == "local":
+        # Asked while the capture code is imported and the catalogue read (archiver.capture.probes).
+        from archiver.capture import probes
+
+        probes.ask_ahead_for_run(archive.settings, browser)
     from archiver import jobs
 
     bar, on = _progress(as_json)
@@ -587,9 +593,9 @@ def run_command(
     )
     if bar is not None:
         with bar:
-            summary = jobs.run(app.archive(), options, on)
+            summary = jobs.run(archive, options, on)
     else:
-        summary = jobs.run(app.archive(), options, on)
+        summary = jobs.run(archive, options, on)
     _print_run(summary, as_json)
     if executor == "celery" and not as_json:
         from archiver.distributed.coordinator import describe

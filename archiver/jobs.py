@@ -126,10 +126,9 @@ def run(archive: Archive, options: RunOptions, progress: ProgressCallback | None
         return run_distributed(archive, options, progress)
     archive.ensure_ready()
     with run_lock(archive.settings.root), run_log(archive.settings.root) as log:
-        # The capture jobs name ffmpeg's and Chromium's versions in their warcinfo: asked now, they answer while
-        # the catalogue is read and repaired, instead of after it (archiver.capture.probes).
-        wants_browser = options.browser is not False and (options.browser or archive.settings.browser.enabled)
-        probes.ask_ahead(ffmpeg=True, chromium=archive.settings.browser.executable if wants_browser else None)
+        # The capture jobs name ffmpeg's and Chromium's versions in their warcinfo: asked now (if the command has
+        # not asked already), they answer while the catalogue is read and repaired (archiver.capture.probes).
+        probes.ask_ahead_for_run(archive.settings, options.browser)
         net = archive.settings.network
         shard = ShardOptions(
             processes=net.processes if options.processes is None else options.processes,

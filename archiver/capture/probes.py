@@ -2,8 +2,10 @@
 
 Asking is a process start: ``ffmpeg -version`` loads ffmpeg's codec libraries, and Debian's ``chromium`` is a
 shell script that runs ``find``, ``grep`` and more before the browser prints its version; 70-200 ms each.
-``archiver run`` asks for both in a thread as it starts (:func:`ask_ahead`), so that they answer while it reads
-and repairs the catalogue; a job that asks later waits for that answer instead of starting the tool again.
+``archiver run`` asks for both in threads as it starts (:func:`ask_ahead_for_run`), so that they answer while
+it imports the capture code and repairs and reads the catalogue (0.3 s or more; Chromium's first start after a
+while reads its binary from disk, 0.7 s and more); a job that asks later waits for that answer instead of
+starting the tool again.
 
 A forked child (a capture process) keeps the answers its parent had and drops any question still open: the
 thread asking it does not exist in the child.
@@ -18,9 +20,12 @@ import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from archiver.capture.httpwire import one_line
+
+if TYPE_CHECKING:
+    from archiver.config import Settings
 
 T = TypeVar("T")
 
@@ -84,6 +89,13 @@ def chromium_version(executable: str) -> str:
         return one_line(out.stdout) or "unknown"
 
     return once(("chromium", executable), ask)
+
+
+def ask_ahead_for_run(settings: Settings, browser: bool | None) -> list[threading.Thread]:
+    """:func:`ask_ahead` what the capture jobs of ``archiver run`` will ask: ffmpeg always (media capture),
+    Chromium when browser capture may happen (``browser``: the run's override; None follows the settings)."""
+    wants_browser = browser is not False and (bool(browser) or settings.browser.enabled)
+    return ask_ahead(ffmpeg=True, chromium=settings.browser.executable if wants_browser else None)
 
 
 def ask_ahead(*, ffmpeg: bool, chromium: str | None) -> list[threading.Thread]:
