@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from archiver import SOFTWARE, __version__, custody, keys, malloc_tuning
 from archiver.archive import Archive
+from archiver.capture import probes
 from archiver.capture.browser import BrowserCapturer
 from archiver.capture.citations import extract_citations
 from archiver.capture.committer import Batch, GroupCommitter
@@ -190,24 +191,24 @@ class CaptureJob:
             )
         self.media_temp = archive.settings.tmp_dir / "media"
         self.media: MediaCapturer | None = None
-        # The warcinfo names the tools' versions: Chromium is asked while ffmpeg answers (each is a process start,
-        # 70 ms or more, once per process), not after it.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-version") as probe:
-            browser_info = probe.submit(self.browser.warcinfo) if self.browser is not None else None
-            if media:
-                # Without ffmpeg, HLS downloads silently produce broken files: refuse to start instead.
-                check_ffmpeg()
-                self.media = MediaCapturer(
-                    self.fetch_settings,
-                    media_settings
-                    or MediaSettings(
-                        max_filesize=archive.settings.media_max_filesize, cookies_file=archive.settings.cookies_file
-                    ),
-                    temp_parent=self.media_temp,
-                    clock=archive.clock,
-                    ids=archive.ids,
-                )
-            browser_fields = browser_info.result() if browser_info is not None else {}
+        # The warcinfo names the tools' versions: Chromium is asked while ffmpeg answers (each a process start,
+        # once per process; archiver run has asked both already, archiver.capture.probes).
+        if self.browser is not None and self.browser.problem is None:
+            probes.ask_ahead(ffmpeg=False, chromium=self.browser.settings.executable)
+        if media:
+            # Without ffmpeg, HLS downloads silently produce broken files: refuse to start instead.
+            check_ffmpeg()
+            self.media = MediaCapturer(
+                self.fetch_settings,
+                media_settings
+                or MediaSettings(
+                    max_filesize=archive.settings.media_max_filesize, cookies_file=archive.settings.cookies_file
+                ),
+                temp_parent=self.media_temp,
+                clock=archive.clock,
+                ids=archive.ids,
+            )
+        browser_fields = self.browser.warcinfo() if self.browser is not None else {}
         self.follow_override = follow_citations
         self._lock = threading.Lock()
         self._local = threading.local()  # what the calling capture thread has under way
