@@ -138,6 +138,7 @@ def test_a_new_warc_files_row_waiting_for_the_catalogue_holds_no_capture_back(sq
     db.close()
     registering.join(timeout=10)
     starting.join(timeout=10)
+    job.close()
     assert started_while_held
     assert not registering.is_alive()
     with sqlite_archive.session() as s:
