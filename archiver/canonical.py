@@ -41,10 +41,17 @@ def _check(value: Any, path: str = "$") -> None:
         raise TypeError(f"{path}: {type(value).__name__} is not a JSON value")
 
 
+# What json.dumps builds anew on each call with these options; encode() keeps no state between calls.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical_json(value: Any) -> bytes:
-    if not _plain(value):
+    t = type(value)
+    if t is int:
+        return str(value).encode("ascii")  # what json gives an int (not a bool: its type is not int)
+    if t is not str and not _plain(value):
         _check(value)  # raises, or accepts subclasses of str and int (enums)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def canonical_members(members: Mapping[str, bytes]) -> bytes:

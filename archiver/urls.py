@@ -8,6 +8,7 @@ one ``PlatformRef`` whose ``key`` is what the catalogue uses as a source's uniqu
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import string
@@ -512,8 +513,13 @@ def _identify_normalised(url: str) -> PlatformRef:
     return PlatformRef(platform=platform, kind=kind, item_id=None, canonical_url=url, key=url)
 
 
+@functools.lru_cache(maxsize=1024)
 def identify(url: str) -> PlatformRef:
-    """What ``url`` points at: platform, kind, item id, the canonical URL and the catalogue key."""
+    """What ``url`` points at: platform, kind, item id, the canonical URL and the catalogue key.
+
+    Remembered for the last 1,024 URLs (a capture asks about its URL several times; the answer is immutable and
+    depends on nothing else). A URL that raises is not remembered.
+    """
     return _identify_normalised(normalise(url))
 
 

@@ -14,9 +14,19 @@ class Role(enum.StrEnum):
     PAGE = "page"
 
 
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
 def test_sorted_keys_utf8_and_no_white_space() -> None:
     doc = {"z": 1, "a": ["مستشفى", None, True], "m": {"b": "x", "a": -2}}
     assert canonical_json(doc) == '{"a":["مستشفى",null,true],"m":{"a":-2,"b":"x"},"z":1}'.encode()
+
+
+@pytest.mark.parametrize("value", [0, -7, 2**70, True, False, None, "", 'a"b\\c\n\u0001', "ص", Level.HIGH, Role.PAGE])
+def test_scalars_are_what_json_makes_of_them(value: object) -> None:
+    expected = json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+    assert canonical_json(value) == expected
 
 
 def test_tuples_are_lists_and_string_subclasses_are_strings() -> None:

@@ -432,6 +432,11 @@ def test_platform_plan(cited: str, primary: str, fallbacks: list[str], extractor
         ("https://example.org/a", "text/html", b'<iframe src="/player/42"></iframe>', True),
         ("https://example.org/a", "text/html", b'<iframe src="https://ads.example.net/banner"></iframe>', False),
         ("https://example.org/a", "text/html", b"<p>An article with no media at all.</p>", False),
+        ("https://example.org/a", "text/html", b"<P>Upper case</P><VIDEO SRC=v.mp4></VIDEO>", True),
+        ("https://example.org/a", "text/html", b'<Audio controls><Source SRC="a.ogg"></Audio>', True),
+        ("https://example.org/a", "text/html", b'<META PROPERTY="OG:VIDEO" CONTENT="https://e.org/v">', True),
+        ("https://example.org/a", "text/html", b'<a href="/dash/Manifest.MPD">stream</a>', True),
+        ("https://example.org/a", "text/html", b"<p>the .mpdx file, a <sources> list, videos</p>", False),
         ("https://example.org/report.pdf", "application/pdf", None, False),
     ],
 )
