@@ -14,11 +14,9 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -32,6 +30,7 @@ from archiver.clock import FixedClock, SequentialIds
 from archiver.config import load_settings
 from archiver.warc.reader import iter_records
 from tests.conftest import TEST_NOW
+from tests.support.site import Site
 from tests.support.warc_files import warcio_check
 
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 11
@@ -56,53 +55,26 @@ def require_redis() -> None:
         pytest.skip(reason)
 
 
-class SlowSite:
-    """``/p/<n>.html`` pages with one image each; ``/slow/<n>.html`` answers after ``slow_seconds``."""
+class SlowSite(Site):
+    """``/p/<n>.html`` pages with one image each; ``/slow/<n>.html`` answers after ``slow_seconds``, every other
+    path after ``latency``."""
 
     def __init__(self, slow_seconds: float = 4.0, latency: float = 0.0) -> None:
-        self.hits: dict[str, int] = {}
-        site = self
+        self.slow_seconds, self.latency = slow_seconds, latency
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def content(self, path: str) -> tuple[str, bytes] | None:
+        if path.startswith(("/p/", "/slow/")):
+            return (
+                "text/html; charset=utf-8",
+                f"<html><body><h1>{path}</h1><img src='/img{path}.png'></body></html>".encode(),
+            )
+        if path.startswith("/img/"):
+            return "image/png", hashlib.sha256(path.encode()).digest() * 64
+        return None
 
-            def do_GET(self) -> None:
-                path = self.path.split("?")[0]
-                site.hits[path] = site.hits.get(path, 0) + 1
-                if path.startswith("/slow/"):
-                    time.sleep(slow_seconds)
-                elif latency:
-                    time.sleep(latency)
-                if path.startswith(("/p/", "/slow/")):
-                    body = f"<html><body><h1>{path}</h1><img src='/img{path}.png'></body></html>".encode()
-                    ctype = "text/html; charset=utf-8"
-                elif path.startswith("/img/"):
-                    body = hashlib.sha256(path.encode()).digest() * 64
-                    ctype = "image/png"
-                else:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def delay(self, path: str) -> float:
+        return self.slow_seconds if path.startswith("/slow/") else self.latency
 
 
 def settings_toml(queue: str, *, visibility_timeout: int = 5, busy_retry: float = 1.0, idle_close: float = 30.0) -> str:

@@ -47,14 +47,16 @@ class Site:
             def _answer(self, path: str) -> None:
                 if site.on_request is not None:
                     site.on_request(path)
-                if site.delays.get(path):
-                    time.sleep(site.delays[path])
-                if path not in site.pages:
+                delay = site.delay(path)
+                if delay:
+                    time.sleep(delay)
+                content = site.content(path)
+                if content is None:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                ctype, body = site.pages[path]
+                ctype, body = content
                 self.send_response(200)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -80,6 +82,14 @@ class Site:
         self.pages[path] = (ctype, body.encode("utf-8") if isinstance(body, str) else body)
         self.delays[path] = delay
         return self.url(path)
+
+    def content(self, path: str) -> tuple[str, bytes] | None:
+        """What ``path`` answers (content type, body), or None for a 404; a subclass may make pages up."""
+        return self.pages.get(path)
+
+    def delay(self, path: str) -> float:
+        """Seconds ``path`` waits before it answers."""
+        return self.delays.get(path, 0.0)
 
     def close(self) -> None:
         self.server.shutdown()
