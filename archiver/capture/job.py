@@ -1009,9 +1009,6 @@ class CaptureJob:
             cap = s.get(Capture, capture_id)
             if cap is None:
                 raise ArchiverError(f"capture {capture_id} does not exist")
-            incidents = s.scalars(
-                select(incident_sources.c.incident_id).where(incident_sources.c.source_id == cap.source_id)
-            ).all()
             return _Begun(
                 cap.source_id,
                 cap.method,
@@ -1021,7 +1018,7 @@ class CaptureJob:
                 dict(cap.tools),
                 cap.source.url,
                 cap.source.status,
-                tuple(sorted(set(incidents))),
+                receipts.incidents_of(s, cap.source_id),
             )
 
 

@@ -180,9 +180,6 @@ def load_facts(
     cap = session.get(Capture, capture_id)
     if cap is None:
         raise ArchiverError(f"capture {capture_id} does not exist")
-    incidents = session.scalars(
-        select(incident_sources.c.incident_id).where(incident_sources.c.source_id == cap.source_id)
-    ).all()
     return CaptureFacts(
         cap.id,
         cap.method,
@@ -196,8 +193,14 @@ def load_facts(
         {**cap.tools, **(extra_tools or {})},
         cap.source_id,
         cap.source.url,
-        tuple(sorted(set(incidents))),
+        incidents_of(session, cap.source_id),
     )
+
+
+def incidents_of(session: Session, source_id: int) -> tuple[str, ...]:
+    """The incidents a source is linked to, as a receipt lists them: sorted, each once."""
+    ids = session.scalars(select(incident_sources.c.incident_id).where(incident_sources.c.source_id == source_id))
+    return tuple(sorted(set(ids)))
 
 
 def _record_order(r: ReceiptRecord) -> tuple[str, int]:
