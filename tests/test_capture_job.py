@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from archiver import custody
 from archiver.archive import Archive
@@ -127,9 +127,13 @@ def test_a_new_warc_files_row_waiting_for_the_catalogue_holds_no_capture_back(sq
     job = CaptureJob(sqlite_archive, workers=1, gate=HostGate(4, 0.0))
     db = sqlite3.connect(sqlite_archive.settings.root / "catalogue.sqlite", check_same_thread=False)
     db.execute("BEGIN IMMEDIATE")
+    connecting = threading.Event()
+    event.listen(sqlite_archive.catalogue.engine, "engine_connect", lambda _conn: connecting.set())
     registering = threading.Thread(target=job._warc_id, args=("held.warc.gz",))
     registering.start()
-    time.sleep(0.3)  # the registration is waiting on the catalogue by now
+    # The registration's transaction is about to begin (and wait on the catalogue), under whatever lock
+    # _warc_id holds.
+    assert connecting.wait(10)
     starting = threading.Thread(target=job._started, args=(0,))
     starting.start()
     starting.join(timeout=2)
@@ -154,23 +158,35 @@ def test_a_capture_waiting_for_its_transaction_lets_the_next_one_fetch(sqlite_ar
         for u in (first, second):
             store.ensure_source(SourceRequest(url=u))
     db = sqlite3.connect(sqlite_archive.settings.root / "catalogue.sqlite", check_same_thread=False)
-    released: list[float] = []
+    released: list[str] = []  # what ended the hold
+    lock = threading.Lock()
 
-    def release() -> None:
-        released.append(time.monotonic())
-        db.rollback()
+    def release(why: str) -> None:
+        with lock:
+            if not released:
+                released.append(why)
+                db.rollback()
+
+    # Held until the second capture's request comes (the worker limit let it go out while the first capture
+    # waits for the catalogue), or for 10 s if it does not come.
+    timer = threading.Timer(10.0, release, ("time",))
+    timer.daemon = True
 
     def hold_the_catalogue(path: str) -> None:
         if path == "/first.html":  # both captures are begun by now; the first one's end must wait
             db.execute("BEGIN IMMEDIATE")
-            threading.Timer(1.0, release).start()
+            timer.start()
+        elif path == "/second.html" and timer.is_alive():
+            release("second request")
 
     site.on_request = hold_the_catalogue
     settings = FetchSettings(connect_timeout=2, read_timeout=2, total_timeout=4, retries=0)
     summary = CaptureJob(sqlite_archive, workers=1, fetch_settings=settings, gate=HostGate(4, 0.0)).run()
-    db.close()
+    timer.cancel()
+    with lock:
+        db.close()
     assert sorted(c.outcome for c in summary.captures) == ["ok", "ok"]
-    assert released and site.arrivals["/second.html"][0] < released[0]
+    assert released == ["second request"]
     with sqlite_archive.session() as s:
         caps = s.scalars(select(Capture).where(Capture.method == "web").order_by(Capture.started_at)).all()
         assert caps[0].ended_at is not None and caps[0].ended_at <= caps[1].started_at  # one worker's traffic
@@ -282,7 +298,6 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, site: Site) -> None
     """A real `archiver run` killed repeatedly at random moments; the next run repairs, resumes and completes."""
     import random
     import signal
-    import time
 
     for i in range(60):
         site.add(f"/p{i}.html", f"<html><body><p>page {i}</p><img src='/img{i % 7}.png'></body></html>")
