@@ -9,6 +9,7 @@ against real servers).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import multiprocessing
@@ -197,6 +198,26 @@ def _frame_name(frame: str) -> str:
         if marker in where:
             where = where.split(marker, 1)[1]
     return f"{name} ({where})" if where else name
+
+
+# -- how fast the machine is ---------------------------------------------------------------------------------------
+
+
+def interpreter_ms(rounds: int = 5) -> float:
+    """Milliseconds a fixed piece of pure-Python work takes here (the best of ``rounds``): the same code gives
+    a different figure on a slower machine, or on a virtual machine whose host is busier, so a result is read
+    beside it. The work is of the kind a capture does per page: calls, small dicts, string formatting, JSON,
+    hashing of a few KB."""
+    blob = bytes(range(256)) * 16
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for i in range(20_000):
+            row = {"id": i, "url": f"http://127.0.0.{i % 20 + 2}/p/{i}.html", "size": len(blob), "tags": [i, i + 1]}
+            text = json.dumps(row, sort_keys=True)
+            hashlib.sha256(text.encode() + blob).hexdigest()
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 1)
 
 
 # -- the loopback site ---------------------------------------------------------------------------------------------

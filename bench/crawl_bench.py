@@ -34,7 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import Measured, Site, SiteSpec, mb, run_measured, serve_site, summarise_collapsed, tree_size
+from common import (
+    Measured,
+    Site,
+    SiteSpec,
+    interpreter_ms,
+    mb,
+    run_measured,
+    serve_site,
+    summarise_collapsed,
+    tree_size,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -342,6 +352,11 @@ def print_report(data: dict[str, Any]) -> None:
             f"{data['archiver_peak_rss_target_met']}, peak PSS < 200 MB: {data['archiver_peak_pss_target_met']}"
         )
     print(f"load average (1 min) at start and end: {data['load_average_1m_start_end']}")
+    if "interpreter_ms_start_end" in data:
+        print(
+            f"machine speed at start and end: {data['interpreter_ms_start_end']} ms for common.interpreter_ms's "
+            "fixed work (lower is faster)"
+        )
     if len(data.get("archiver_runs_pages_per_s", [])) > 1:
         print(f"archiver runs (pages/s; the median run is shown above): {data['archiver_runs_pages_per_s']}")
     if "pipeline_bound" in data:
@@ -403,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="crawl-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     load_start = round(os.getloadavg()[0], 2)
+    speed_start = interpreter_ms()
     try:
         with serve_site(spec) as site:
             print(f"site up on {spec.host(0)}..{spec.host(spec.hosts - 1)} port {site.port}; work dir {workdir}")
@@ -418,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
             data = report(spec, opts, results, runs)
             # Other processes on the machine take cores from both clients; say how busy it was.
             data["load_average_1m_start_end"] = [load_start, round(os.getloadavg()[0], 2)]
+            # The archiver's pages/s follows the machine's speed (it is CPU-bound here), wget's does not (it waits
+            # on the site's latency): read the ratio beside this.
+            data["interpreter_ms_start_end"] = [speed_start, interpreter_ms()]
             if args.pipeline_bound:
                 data["pipeline_bound"] = pipeline_bound(site, workdir, opts)
             print()
