@@ -20,13 +20,13 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, and_, insert, or_, select, text
+from sqlalchemy import and_, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from archiver.canonical import canonical_json, canonical_members
-from archiver.catalogue.models import CustodyEvent, incident_sources
+from archiver.catalogue.models import CustodyEvent, incident_sources, table_of
 from archiver.clock import Clock, parse_utc, utc_iso
 
 GENESIS = "0" * 64
@@ -234,7 +234,7 @@ class ChainCursor:
             prev = values["hash"]
             pending.seq, pending.hash = seq, prev
             rows.append(values)
-        self._session.execute(insert(cast(Table, CustodyEvent.__table__)), rows)
+        self._session.execute(insert(table_of(CustodyEvent)), rows)
         self._head = (seq, prev)
 
     def invalidate(self) -> None:

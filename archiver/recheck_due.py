@@ -16,10 +16,9 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from archiver.archive import Archive
-from archiver.capture.committer import table_of
 from archiver.capture.job import ProgressCallback
 from archiver.catalogue import store as st
-from archiver.catalogue.models import Incident, Source, incident_sources
+from archiver.catalogue.models import Incident, Source, incident_sources, table_of
 from archiver.errors import ArchiverError, NotFoundError
 from archiver.recheck import Rechecker, RecheckSummary, next_check
 from archiver.recheck_schedule import RecheckSettings

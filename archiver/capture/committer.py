@@ -25,10 +25,10 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Executable, Table, insert
+from sqlalchemy import Executable, insert
 from sqlalchemy.orm import Session
 
-from archiver.catalogue.models import Base
+from archiver.catalogue.models import Base, table_of
 from archiver.clock import Clock
 from archiver.custody import ChainCursor
 from archiver.errors import CatalogueError
@@ -137,12 +137,6 @@ class Batch:
         if group is None:
             group = self._deferred[(key, columns)] = _Deferred(statement())
         return group
-
-
-def table_of(model: type[Base]) -> Table:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
 
 
 def column_values(row: Base) -> dict[str, Any]:

@@ -26,10 +26,10 @@ from functools import cache, cached_property
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from queue import Queue
-from typing import Any, cast
+from typing import Any
 
 import requests
-from sqlalchemy import String, Table, bindparam, case, func, select, update
+from sqlalchemy import String, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from archiver import SOFTWARE, __version__, custody, keys, malloc_tuning
@@ -53,7 +53,7 @@ from archiver.capture.web import (
 )
 from archiver.catalogue import store as st
 from archiver.catalogue.integrity_models import Receipt
-from archiver.catalogue.models import Artifact, Capture, MediaItem, Source, WarcFile, incident_sources
+from archiver.catalogue.models import Artifact, Capture, MediaItem, Source, WarcFile, incident_sources, table_of
 from archiver.catalogue.store import SourceRequest, Store
 from archiver.catalogue.warcs import artifact_values, record_closed_warc
 from archiver.distributed.liveness import worker_alive
@@ -1099,14 +1099,14 @@ class _Begun:
 
 
 # The catalogue statements of a capture's end, built once: each runs once per batch of captures.
-_CAPTURES = cast(Table, Capture.__table__)
+_CAPTURES = table_of(Capture)
 _ENDED = ("started_at", "ended_at", "outcome", "final_url", "http_status", "error", "details", "tools")
 _END_CAPTURE = (
     update(_CAPTURES)
     .where(_CAPTURES.c.id == bindparam("b_id"))
     .values({name: bindparam(f"b_{name}", type_=_CAPTURES.c[name].type) for name in _ENDED})
 )
-_SOURCES = cast(Table, Source.__table__)
+_SOURCES = table_of(Source)
 _SOURCE_STATUS = (
     update(_SOURCES)
     .where(_SOURCES.c.id == bindparam("b_id"))

@@ -62,6 +62,13 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
 
 
+def table_of(model: type[Base]) -> Table:
+    """A mapped class's table, for Core statements (bulk inserts and updates built once)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
 incident_sources = Table(
     "incident_sources",
     Base.metadata,
